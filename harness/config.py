@@ -1,0 +1,191 @@
+"""Pipeline configuration: one YAML file, validated with pydantic.
+
+A wrong field gets a message that names the file, the field and the allowed values.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from harness.errors import ConfigError
+
+Backend = Literal["local", "emulator", "cloud"]
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_CONFIG = PROJECT_ROOT / "pipeline.yaml"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DataConfig(_Section):
+    source: str = Field("auto", description="auto | download | fixture | a directory or URI "
+                        "holding *-idx3-ubyte[.gz] / *-idx1-ubyte[.gz] files")
+    cache_dir: str = "~/.cache/mlharness/mnist"
+    download_mirrors: list[str] = [
+        "https://storage.googleapis.com/cvdf-datasets/mnist/",
+        "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    ]
+    download_timeout_s: float = Field(10.0, gt=0)
+    seed: int = 42
+    validation_fraction: float = Field(0.1, gt=0, lt=0.5)
+    test_fraction: float = Field(0.1, gt=0, lt=0.5)
+
+
+class EtlConfig(_Section):
+    job_name: str = "mnist-etl"
+    script: str = "glue_etl/mnist_etl.py"
+    glue_version: Literal["5.0", "5.1"] = "5.1"
+    spark_master: str = "local[2]"
+    shuffle_partitions: int = Field(4, ge=1)
+    worker_type: Literal["G.1X", "G.2X", "G.4X", "G.8X", "G.025X"] = "G.1X"
+    number_of_workers: int = Field(2, ge=2)
+
+
+class MetricDefinition(_Section):
+    Name: str
+    Regex: str
+
+    @field_validator("Regex")
+    @classmethod
+    def _one_group(cls, v: str) -> str:
+        import re
+        try:
+            if re.compile(v).groups < 1:
+                raise ValueError("needs one capture group for the value")
+        except re.error as e:
+            raise ValueError(f"not a regular expression: {e}") from None
+        return v
+
+
+class TrainConfig(_Section):
+    job_name: str = "mnist-train"
+    source_dir: str = "model"
+    entry_point: str = "train.py"
+    framework_version: Literal["2.19"] = "2.19"
+    py_version: Literal["py312"] = "py312"
+    instance_type: str = "ml.m5.xlarge"
+    instance_count: int = Field(1, ge=1)
+    volume_size_gb: int = Field(10, ge=1)
+    max_runtime_s: int = Field(3600, ge=60)
+    hyperparameters: dict[str, int | float | str] = {
+        "epochs": 6, "batch_size": 64, "learning_rate": 0.002, "seed": 42,
+    }
+    metric_definitions: list[MetricDefinition] = [
+        MetricDefinition(Name="train:loss", Regex=r"train_loss=([0-9.eE+-]+)"),
+        MetricDefinition(Name="train:accuracy", Regex=r"train_accuracy=([0-9.eE+-]+)"),
+        MetricDefinition(Name="validation:loss", Regex=r"val_loss=([0-9.eE+-]+)"),
+        MetricDefinition(Name="validation:accuracy", Regex=r"val_accuracy=([0-9.eE+-]+)"),
+        MetricDefinition(Name="test:accuracy", Regex=r"test_accuracy=([0-9.eE+-]+)"),
+    ]
+
+
+class EvaluateConfig(_Section):
+    metric: Literal["accuracy", "macro_precision", "macro_recall"] = "accuracy"
+    threshold: float = Field(0.95, ge=0, le=1)
+
+
+class DeployConfig(_Section):
+    model_name: str = "mnist"
+    instance_type: str = "ml.m5.large"
+    initial_instance_count: int = Field(1, ge=1)
+    host: str = "127.0.0.1"
+    port: int = Field(0, ge=0, le=65535)
+    keep_serving: bool = False
+
+
+class InferConfig(_Section):
+    batch_size: int = Field(100, ge=1, le=10000)
+
+
+class PipelineConfig(_Section):
+    backend: Backend = "local"
+    runs_dir: str = "runs"
+    data: DataConfig = DataConfig()
+    etl: EtlConfig = EtlConfig()
+    train: TrainConfig = TrainConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+    deploy: DeployConfig = DeployConfig()
+    infer: InferConfig = InferConfig()
+
+    def runs_path(self) -> Path:
+        p = Path(os.path.expanduser(self.runs_dir))
+        return p if p.is_absolute() else PROJECT_ROOT / p
+
+
+def _describe(err: dict[str, Any]) -> str:
+    field = ".".join(str(p) for p in err["loc"])
+    msg = err["msg"]
+    ctx = err.get("ctx") or {}
+    if err["type"] == "literal_error":
+        msg = f"allowed values are {ctx.get('expected')}"
+    elif err["type"] == "extra_forbidden":
+        msg = "unknown field"
+    return f"field '{field}': {msg} (got {err.get('input')!r})"
+
+
+def _allowed_fields(loc: tuple) -> list[str]:
+    model: type[BaseModel] = PipelineConfig
+    for part in loc[:-1]:
+        info = model.model_fields.get(str(part))
+        ann = getattr(info, "annotation", None)
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return []
+        model = ann
+    return list(model.model_fields)
+
+
+def parse_config(data: dict[str, Any], source: str = "<config>") -> PipelineConfig:
+    """Validate a dict; raise ConfigError naming the source, the field and allowed values."""
+    if not isinstance(data, dict):
+        raise ConfigError("the configuration must be a mapping of sections", file=source,
+                          expected="sections such as data:, etl:, train:", got=type(data).__name__)
+    try:
+        return PipelineConfig.model_validate(data)
+    except ValidationError as e:
+        lines = []
+        for err in e.errors():
+            line = _describe(err)
+            if err["type"] == "extra_forbidden":
+                allowed = _allowed_fields(err["loc"])
+                if allowed:
+                    line += f"; allowed fields: {', '.join(allowed)}"
+            lines.append(line)
+        raise ConfigError("invalid configuration: " + "; ".join(lines), file=source) from None
+
+
+def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    """Apply a ``section.field=value`` override (value parsed as YAML)."""
+    parts = dotted.split(".")
+    node = data
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"cannot set '{dotted}': '{part}' is not a section", field=dotted)
+    node[parts[-1]] = value
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: dict[str, Any] | None = None
+                ) -> PipelineConfig:
+    """Load the YAML file (default: pipeline.yaml at the project root) plus overrides."""
+    data: dict[str, Any] = {}
+    source = "<defaults>"
+    if path is not None or DEFAULT_CONFIG.exists():
+        cfg_path = Path(path) if path is not None else DEFAULT_CONFIG
+        source = str(cfg_path)
+        try:
+            text = cfg_path.read_text()
+        except OSError as e:
+            raise ConfigError(f"cannot read the configuration file ({e.strerror})",
+                              file=source) from None
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"not valid YAML: {e}", file=source) from None
+    for key, value in (overrides or {}).items():
+        set_dotted(data, key, value)
+    return parse_config(data, source)

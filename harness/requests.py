@@ -1,0 +1,221 @@
+"""Every step's request, built once.
+
+The cloud runner sends these bodies to AWS (or the ASL carries them as ``Parameters``);
+the local runner executes the very same bodies with ``file://`` URIs. Parity is by
+construction: only the layout's base URI and the container images differ.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from harness import uris
+from harness.config import PipelineConfig
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where a run's data and code live, under one base URI (file:// or s3://)."""
+
+    base: str
+
+    @property
+    def raw(self) -> str:
+        return uris.join(self.base, "data", "raw")
+
+    @property
+    def processed(self) -> str:
+        return uris.join(self.base, "data", "processed")
+
+    def processed_split(self, split: str) -> str:
+        return uris.join(self.processed, split)
+
+    @property
+    def code(self) -> str:
+        return uris.join(self.base, "code")
+
+    @property
+    def sourcedir(self) -> str:
+        return uris.join(self.code, "sourcedir.tar.gz")
+
+    def glue_script(self, cfg: PipelineConfig) -> str:
+        return uris.join(self.code, "glue", cfg.etl.script.rsplit("/", 1)[-1])
+
+    @property
+    def training(self) -> str:
+        return uris.join(self.base, "training")
+
+    @property
+    def evaluation(self) -> str:
+        return uris.join(self.base, "evaluation")
+
+    @property
+    def inference(self) -> str:
+        return uris.join(self.base, "inference")
+
+
+@dataclass(frozen=True)
+class Names:
+    """Resource names: every one carries the run id, so re-running never collides."""
+
+    cfg: PipelineConfig
+    run_id: str
+
+    def _name(self, prefix: str) -> str:
+        return f"{prefix}-{self.run_id}"[:63]
+
+    @property
+    def glue_job(self) -> str:
+        return self.cfg.etl.job_name
+
+    @property
+    def training_job(self) -> str:
+        return self._name(self.cfg.train.job_name)
+
+    @property
+    def model(self) -> str:
+        return self._name(self.cfg.deploy.model_name)
+
+    @property
+    def endpoint_config(self) -> str:
+        return self._name(self.cfg.deploy.model_name + "-config")
+
+    @property
+    def endpoint(self) -> str:
+        return self._name(self.cfg.deploy.model_name + "-endpoint")
+
+
+def prepare_request(cfg: PipelineConfig, layout: Layout) -> dict[str, Any]:
+    d = cfg.data
+    return {
+        "Source": d.source,
+        "CacheDir": d.cache_dir,
+        "Mirrors": list(d.download_mirrors),
+        "DownloadTimeoutSeconds": d.download_timeout_s,
+        "Seed": d.seed,
+        "ValidationFraction": d.validation_fraction,
+        "TestFraction": d.test_fraction,
+        "OutputUri": layout.raw,
+    }
+
+
+def glue_job_definition(cfg: PipelineConfig, layout: Layout, role: str | None = None
+                        ) -> dict[str, Any]:
+    """The Glue ``CreateJob`` request (made once, at bootstrap)."""
+    body: dict[str, Any] = {
+        "Name": cfg.etl.job_name,
+        "Command": {"Name": "glueetl", "ScriptLocation": layout.glue_script(cfg),
+                    "PythonVersion": "3"},
+        "GlueVersion": cfg.etl.glue_version,
+        "WorkerType": cfg.etl.worker_type,
+        "NumberOfWorkers": cfg.etl.number_of_workers,
+        "DefaultArguments": {"--job-language": "python",
+                             "--conf": f"spark.sql.shuffle.partitions={cfg.etl.shuffle_partitions}"},
+    }
+    if role:
+        body["Role"] = role
+    return body
+
+
+def etl_request(cfg: PipelineConfig, layout: Layout, prepared: dict[str, Any]) -> dict[str, Any]:
+    """Glue ``StartJobRun``: arguments are strings keyed ``--name``."""
+    return {
+        "JobName": cfg.etl.job_name,
+        "Arguments": {
+            "--raw_uri": prepared["RawUri"],
+            "--output_uri": layout.processed,
+            "--image_height": str(prepared["ImageHeight"]),
+            "--image_width": str(prepared["ImageWidth"]),
+            "--num_classes": str(prepared["NumClasses"]),
+        },
+    }
+
+
+def _channel(name: str, uri: str) -> dict[str, Any]:
+    return {
+        "ChannelName": name,
+        "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": uri,
+                                        "S3DataDistributionType": "FullyReplicated"}},
+        "ContentType": "application/x-parquet",
+        "InputMode": "File",
+    }
+
+
+def training_request(cfg: PipelineConfig, layout: Layout, names: Names, prepared: dict[str, Any],
+                     image: str, role: str | None = None) -> dict[str, Any]:
+    """SageMaker ``CreateTrainingJob`` in TensorFlow script mode.
+
+    The image shape and class count come from the data (the prepare step's output).
+    """
+    t = cfg.train
+    hps = {k: str(v) for k, v in t.hyperparameters.items()}
+    hps["image_height"] = str(prepared["ImageHeight"])
+    hps["image_width"] = str(prepared["ImageWidth"])
+    hps["num_classes"] = str(prepared["NumClasses"])
+    hps["sagemaker_program"] = t.entry_point
+    hps["sagemaker_submit_directory"] = layout.sourcedir
+    hps["model_dir"] = uris.join(layout.training, names.training_job, "model")
+    body: dict[str, Any] = {
+        "TrainingJobName": names.training_job,
+        "AlgorithmSpecification": {
+            "TrainingImage": image,
+            "TrainingInputMode": "File",
+            "MetricDefinitions": [m.model_dump() for m in t.metric_definitions],
+        },
+        "HyperParameters": hps,
+        "InputDataConfig": [_channel(c, layout.processed_split(c))
+                            for c in ("train", "validation", "test")],
+        "OutputDataConfig": {"S3OutputPath": layout.training},
+        "ResourceConfig": {"InstanceType": t.instance_type, "InstanceCount": t.instance_count,
+                           "VolumeSizeInGB": t.volume_size_gb},
+        "StoppingCondition": {"MaxRuntimeInSeconds": t.max_runtime_s},
+    }
+    if role:
+        body["RoleArn"] = role
+    return body
+
+
+def evaluate_request(cfg: PipelineConfig, layout: Layout, trained: dict[str, Any]
+                     ) -> dict[str, Any]:
+    return {
+        "ModelArtifacts": trained["ModelArtifacts"]["S3ModelArtifacts"],
+        "TestDataUri": layout.processed_split("test"),
+        "OutputUri": layout.evaluation,
+        "Metric": cfg.evaluate.metric,
+        "Threshold": cfg.evaluate.threshold,
+    }
+
+
+def hosting_requests(cfg: PipelineConfig, names: Names, model_data_url: str, image: str,
+                     role: str | None = None) -> dict[str, Any]:
+    """SageMaker ``CreateModel`` / ``CreateEndpointConfig`` / ``CreateEndpoint``."""
+    d = cfg.deploy
+    model: dict[str, Any] = {
+        "ModelName": names.model,
+        "PrimaryContainer": {"Image": image, "ModelDataUrl": model_data_url,
+                             "Environment": {"SAGEMAKER_TFS_DEFAULT_MODEL_NAME": d.model_name}},
+    }
+    if role:
+        model["ExecutionRoleArn"] = role
+    return {
+        "CreateModel": model,
+        "CreateEndpointConfig": {
+            "EndpointConfigName": names.endpoint_config,
+            "ProductionVariants": [{"VariantName": "AllTraffic", "ModelName": names.model,
+                                    "InitialInstanceCount": d.initial_instance_count,
+                                    "InstanceType": d.instance_type}],
+        },
+        "CreateEndpoint": {"EndpointName": names.endpoint,
+                           "EndpointConfigName": names.endpoint_config},
+    }
+
+
+def infer_request(cfg: PipelineConfig, layout: Layout, deployed: dict[str, Any]
+                  ) -> dict[str, Any]:
+    return {
+        "EndpointName": deployed["EndpointName"],
+        "Endpoint": deployed,
+        "TestDataUri": layout.processed_split("test"),
+        "OutputUri": layout.inference,
+        "BatchSize": cfg.infer.batch_size,
+    }

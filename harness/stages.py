@@ -1,0 +1,48 @@
+"""The stage interface: one runner per stage kind and backend.
+
+A step's request is built once (``harness.requests``) and handed to a runner; the
+local runner executes it with ``file://`` URIs, the cloud runner sends it to AWS. A
+runner returns the step's output as a JSON-able dict (for AWS stages: the shape of
+the matching Describe* response).
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar
+
+from harness.config import PipelineConfig
+from harness.progress import NullProgress, Progress
+
+STAGE_KINDS = ("prepare", "etl", "train", "evaluate", "deploy", "infer")
+
+
+@dataclass
+class StageContext:
+    """What a runner may use besides its request."""
+
+    run_id: str
+    step: str
+    config: PipelineConfig
+    log: logging.Logger  # writes to the step's log file (and nowhere else)
+    progress: Progress = field(default_factory=NullProgress)
+    # Resources that outlive the step (e.g. a served endpoint) register their cleanup
+    # here; the executor closes the stack at the end of the run.
+    resources: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
+    # A loud one-line message for the person running the pipeline (also logged).
+    announce: Callable[[str], None] = print
+    # Glue job definitions (CreateJob bodies) registered when the backend was set up,
+    # by job name: a StartJobRun request names its job, as on AWS.
+    glue_jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+class StageRunner(ABC):
+    """Executes one stage kind's request on one backend."""
+
+    kind: ClassVar[str]
+
+    @abstractmethod
+    def run(self, request: dict[str, Any], ctx: StageContext) -> dict[str, Any]:
+        """Execute ``request``; return the step output. Raise HarnessError on bad input."""
