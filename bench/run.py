@@ -1,0 +1,102 @@
+"""`make bench`: the foundation's benchmarks -> bench/results.json and a printed table.
+
+Not part of the tests. Each goal comes from the foundation issue:
+  - end-to-end `harness run` wall time on the bundled sample (goal <= 60 s on 2 cores),
+  - ETL: Spark (warm session) / numpy+pyarrow on 70,000 MNIST-sized rows (goal <= 1.5),
+  - trainer throughput / bare model.fit of the same model on the same data (goal >= 0.95),
+  - accuracy on held-out sample digits and on the real MNIST test set (goal >= 0.95 each).
+"""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def bench_end_to_end() -> dict:
+    """Wall time of a whole local run on the bundled sample, in a fresh process."""
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        proc = subprocess.run([str(Path(sys.executable).parent / "harness"), "run",
+                               "--data", "fixture", "--runs-dir", tmp],
+                              cwd=ROOT, capture_output=True, text=True)
+        wall = time.perf_counter() - t0
+        if proc.returncode != 0:
+            raise RuntimeError(f"harness run failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+        run_id = sorted(p.name for p in Path(tmp).iterdir())[-1]
+        summary = json.loads((Path(tmp) / run_id / "summary.json").read_text())
+    return {"wall_s": round(wall, 2), "pipeline_s": summary["wall_seconds"],
+            "step_seconds": summary["step_seconds"], "test_accuracy": summary["test_accuracy"],
+            "endpoint_accuracy": summary["endpoint_accuracy"], "goal_wall_s": 60,
+            "ok": wall <= 60}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--only", choices=["e2e", "etl", "train"], action="append")
+    args = parser.parse_args(argv)
+    only = set(args.only or ["e2e", "etl", "train"])
+    console = Console()
+    results: dict = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                     "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                                 "platform": platform.platform()}}
+    if "e2e" in only:
+        console.print("[bold]end-to-end local run[/bold] …")
+        results["end_to_end"] = bench_end_to_end()
+    if "etl" in only:
+        from bench.etl_bench import bench_etl
+        console.print("[bold]ETL: Spark vs numpy+pyarrow[/bold] …")
+        results["etl"] = bench_etl()
+    if "train" in only:
+        from bench.train_bench import bench_train
+        console.print("[bold]trainer throughput and accuracy[/bold] …")
+        results["train"] = bench_train()
+    out = ROOT / "bench" / "results.json"
+    out.write_text(json.dumps(results, indent=2) + "\n")
+
+    table = Table(title=f"make bench — {results['date']}")
+    for col in ("measure", "value", "goal", "ok"):
+        table.add_column(col)
+
+    def row(name, value, goal, ok):
+        table.add_row(name, value, goal, "[green]yes[/green]" if ok else "[red]no[/red]")
+
+    if "end_to_end" in results:
+        e = results["end_to_end"]
+        row("end-to-end wall time (bundled sample)", f"{e['wall_s']:.1f} s", "≤ 60 s", e["ok"])
+    if "etl" in results:
+        e = results["etl"]
+        row("ETL Spark ÷ numpy+pyarrow (70k rows)",
+            f"{e['ratio']:.2f} ({e['spark_s']:.2f} s / {e['numpy_s']:.2f} s)", "≤ 1.5",
+            e["ratio"] <= 1.5)
+    if "train" in results:
+        t = results["train"]
+        row("trainer ÷ bare model.fit throughput", f"{t['throughput_ratio']:.3f}", "≥ 0.95",
+            t["throughput_ratio"] >= 0.95)
+        row("accuracy, held-out sample digits", f"{t['heldout_accuracy']:.4f}", "≥ 0.95",
+            t["heldout_accuracy"] >= 0.95)
+        if t.get("t10k_accuracy") is not None:
+            row("accuracy, real MNIST test set (10,000)", f"{t['t10k_accuracy']:.4f}", "≥ 0.95",
+                t["t10k_accuracy"] >= 0.95)
+        else:
+            table.add_row("accuracy, real MNIST test set", "skipped", "≥ 0.95",
+                          t.get("t10k_note", "../shared/data/mnist-t10k not found"))
+    console.print(table)
+    console.print(f"Written: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

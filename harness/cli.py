@@ -1,0 +1,248 @@
+"""``harness``: run the pipeline, list runs, show one run.
+
+    harness run [--config FILE] [--backend local] [--data DIR] [--set section.field=value]
+                [--resume RUN_ID [--from STEP]] [--keep-serving]
+    harness runs
+    harness show RUN_ID [--step STEP]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from typing import Any
+
+import yaml
+
+# Quiet TensorFlow's C++ start-up chatter before anything imports it.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from rich.console import Console  # noqa: E402
+from rich.panel import Panel  # noqa: E402
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn,  # noqa: E402
+                           TextColumn, TimeElapsedColumn)
+from rich.table import Table  # noqa: E402
+
+from harness.config import load_config  # noqa: E402
+from harness.errors import ConfigError, HarnessError  # noqa: E402
+from harness.pipeline import STEPS  # noqa: E402
+from harness.progress import RichProgress  # noqa: E402
+from harness.runs import RunStore, StepRecord  # noqa: E402
+
+STATUS_STYLE = {"SUCCEEDED": "green", "REUSED": "cyan", "FAILED": "bold red",
+                "RUNNING": "yellow", "PENDING": "dim"}
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in args.set or []:
+        if "=" not in item:
+            raise ConfigError("a --set value must look like section.field=value",
+                              field="--set", got=item)
+        key, value = item.split("=", 1)
+        out[key.strip()] = yaml.safe_load(value)
+    if getattr(args, "backend", None):
+        out["backend"] = args.backend
+    if getattr(args, "data", None):
+        out["data.source"] = args.data
+    if getattr(args, "keep_serving", False):
+        out["deploy.keep_serving"] = True
+    if getattr(args, "runs_dir", None):
+        out["runs_dir"] = args.runs_dir
+    return out
+
+
+def _cfg(args: argparse.Namespace):
+    return load_config(args.config, _overrides(args))
+
+
+# --------------------------------------------------------------------------- run
+def cmd_run(args: argparse.Namespace, console: Console) -> int:
+    from harness.executor import LocalExecutor
+
+    cfg = _cfg(args)
+    titles = {s.name: s.title for s in STEPS}
+    progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                        MofNCompleteColumn(), TimeElapsedColumn(), console=console,
+                        transient=False)
+
+    def on_step(rec: StepRecord) -> None:
+        style = STATUS_STYLE.get(rec.status, "")
+        if rec.status == "RUNNING":
+            progress.console.print(f"[bold]▶ {rec.name}[/bold]  {titles[rec.name]}")
+        elif rec.status in ("SUCCEEDED", "REUSED"):
+            extra = (f"{rec.duration_s:.1f} s" if rec.status == "SUCCEEDED"
+                     else f"reused from {rec.reused_from}")
+            progress.console.print(f"[{style}]✓ {rec.name}[/{style}]  {extra}")
+
+    def announce(msg: str) -> None:
+        progress.console.print(f"[bold magenta]{msg}[/bold magenta]")
+
+    console.print(f"[bold]Pipeline[/bold] backend={cfg.backend}  config={args.config or 'pipeline.yaml'}")
+    executor = LocalExecutor(cfg, progress=RichProgress(progress), announce=announce,
+                             on_step=on_step, config_file=args.config)
+    try:
+        with progress:
+            result = executor.run(resume=args.resume, from_step=getattr(args, "from_step", None))
+    except HarnessError as exc:
+        _print_failure(console, exc, executor.record)
+        return exc.exit_code
+    try:
+        _print_summary(console, result.summary)
+        if cfg.deploy.keep_serving and result.summary.get("endpoint_url"):
+            console.print(f"Serving at {result.summary['endpoint_url']} — Ctrl-C to stop.")
+            try:
+                while True:
+                    time.sleep(3600)
+            except KeyboardInterrupt:
+                pass
+    finally:
+        result.close()
+    return 0
+
+
+def _print_failure(console: Console, exc: HarnessError, record) -> None:
+    title = "Pipeline failed"
+    if record is not None and record.status == "FAILED":
+        title += f": step '{record.failed_step}' of run {record.run_id}"
+    console.print(Panel(str(exc), title=title, border_style="red"))
+    if record is not None and record.resume_command:
+        console.print(f"Record: {record.run_id}  (harness show {record.run_id})")
+        console.print(f"Resume with: [bold]{record.resume_command}[/bold]")
+
+
+def _print_summary(console: Console, s: dict[str, Any]) -> None:
+    table = Table(title=f"Run {s['run_id']} — {s['status']}", show_header=False)
+    table.add_column("what", style="bold")
+    table.add_column("value")
+    table.add_row("data source", s["data_source"])
+    table.add_row("examples", ", ".join(f"{k} {v}" for k, v in s["counts"].items()))
+    table.add_row("artifacts", s["run_dir"])
+    table.add_row("model", s["artifacts"]["model"])
+    table.add_row("evaluation", s["artifacts"]["evaluation"])
+    table.add_row("test accuracy", f"{s['test_accuracy']:.4f}")
+    table.add_row("endpoint accuracy", f"{s['endpoint_accuracy']:.4f} (same test split, over HTTP)")
+    table.add_row("endpoint", f"{s['endpoint']}  {s.get('endpoint_url') or ''}")
+    for name, secs in s["step_seconds"].items():
+        table.add_row(f"  {name}", "reused" if secs is None else f"{secs:.1f} s")
+    table.add_row("wall time", f"{s['wall_seconds']:.1f} s")
+    console.print(table)
+
+
+# -------------------------------------------------------------------- runs/show
+def _store(args: argparse.Namespace) -> RunStore:
+    return RunStore(_cfg(args).runs_path())
+
+
+def cmd_runs(args: argparse.Namespace, console: Console) -> int:
+    store = _store(args)
+    ids = store.list_ids()
+    if not ids:
+        console.print(f"No runs yet in {store.root}. Start one with: harness run")
+        return 0
+    table = Table(title=f"Runs in {store.root}")
+    for col in ("run id", "status", "backend", "started", "test accuracy", "failed step"):
+        table.add_column(col)
+    for run_id in ids:
+        rec = store.load(run_id)
+        summary = store.summary(run_id) or {}
+        acc = summary.get("test_accuracy")
+        style = STATUS_STYLE.get(rec.status, "")
+        table.add_row(run_id, f"[{style}]{rec.status}[/{style}]", rec.backend, rec.started,
+                      f"{acc:.4f}" if acc is not None else "", rec.failed_step or "")
+    console.print(table)
+    return 0
+
+
+def cmd_show(args: argparse.Namespace, console: Console) -> int:
+    store = _store(args)
+    rec = store.load(args.run_id)
+    run_dir = store.run_dir(args.run_id)
+    if args.step:
+        step = next((s for s in rec.steps if s.name == args.step), None)
+        if step is None:
+            raise ConfigError(f"run {args.run_id} has no step {args.step!r}", field="--step",
+                              expected="one of " + ", ".join(s.name for s in rec.steps))
+        for label, rel in (("input", step.input), ("output", step.output)):
+            if rel and (run_dir / rel).exists():
+                console.rule(f"{step.name} {label}")
+                console.print_json((run_dir / rel).read_text())
+        if step.log and (run_dir / step.log).exists():
+            console.rule(f"{step.name} log (last 40 lines)")
+            lines = (run_dir / step.log).read_text(errors="replace").splitlines()
+            console.print("\n".join(lines[-40:]), markup=False, highlight=False)
+        if step.error:
+            console.print(Panel(step.error, title="error", border_style="red"))
+        return 0
+    table = Table(title=f"Run {rec.run_id} — {rec.status} ({rec.backend})")
+    for col in ("step", "status", "started", "seconds", "error"):
+        table.add_column(col)
+    for s in rec.steps:
+        style = STATUS_STYLE.get(s.status, "")
+        table.add_row(s.name, f"[{style}]{s.status}[/{style}]", s.started or "",
+                      "" if s.duration_s is None else f"{s.duration_s:.1f}",
+                      (s.error or "")[:120])
+    console.print(table)
+    console.print(f"Folder: {run_dir}")
+    if rec.resumed_from:
+        console.print(f"Resumed from: {rec.resumed_from}")
+    if rec.resume_command:
+        console.print(f"Resume with: [bold]{rec.resume_command}[/bold]")
+    summary = store.summary(rec.run_id)
+    if summary:
+        console.print_json(json.dumps(summary))
+    return 0
+
+
+# --------------------------------------------------------------------------- main
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="harness", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--config", help="pipeline YAML file (default: pipeline.yaml)")
+        p.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE",
+                       help="override one configuration value (repeatable)")
+        p.add_argument("--runs-dir", help="where run records live (default: runs/)")
+
+    run = sub.add_parser("run", help="run the whole pipeline")
+    common(run)
+    run.add_argument("--backend", help="local | emulator | cloud (default: from config)")
+    run.add_argument("--data", help="directory or URI with MNIST-format IDX files "
+                     "(default: cache, download, then the bundled sample)")
+    run.add_argument("--resume", metavar="RUN_ID", help="reuse this run's outputs up to --from")
+    run.add_argument("--from", dest="from_step", metavar="STEP",
+                     help="step to resume from (default: the step that failed)")
+    run.add_argument("--keep-serving", action="store_true",
+                     help="keep the endpoint up after the run until Ctrl-C")
+    run.set_defaults(func=cmd_run)
+
+    runs = sub.add_parser("runs", help="list runs")
+    common(runs)
+    runs.set_defaults(func=cmd_runs)
+
+    show = sub.add_parser("show", help="show one run (or one step with --step)")
+    common(show)
+    show.add_argument("run_id")
+    show.add_argument("--step")
+    show.set_defaults(func=cmd_show)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    console = Console()
+    try:
+        return args.func(args, console)
+    except HarnessError as exc:
+        console.print(Panel(str(exc), title="Error", border_style="red"))
+        return exc.exit_code
+    except KeyboardInterrupt:
+        console.print("Interrupted.")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
