@@ -20,10 +20,10 @@ import yaml
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from rich.console import Console  # noqa: E402
-from rich.panel import Panel  # noqa: E402
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn,  # noqa: E402
                            TextColumn, TimeElapsedColumn)
 from rich.table import Table  # noqa: E402
+from rich.text import Text  # noqa: E402
 
 from harness.config import load_config  # noqa: E402
 from harness.errors import ConfigError, HarnessError  # noqa: E402
@@ -103,11 +103,16 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _print_error(console: Console, title: str, message: str) -> None:
+    """One paragraph, never wrapped mid-path (so it can be copied and grepped)."""
+    console.print(Text(title + ": ", style="bold red") + Text(message), soft_wrap=True)
+
+
 def _print_failure(console: Console, exc: HarnessError, record) -> None:
     title = "Pipeline failed"
     if record is not None and record.status == "FAILED":
-        title += f": step '{record.failed_step}' of run {record.run_id}"
-    console.print(Panel(str(exc), title=title, border_style="red"))
+        title += f" at step '{record.failed_step}' of run {record.run_id}"
+    _print_error(console, title, str(exc))
     if record is not None and record.resume_command:
         console.print(f"Record: {record.run_id}  (harness show {record.run_id})")
         console.print(f"Resume with: [bold]{record.resume_command}[/bold]")
@@ -174,7 +179,7 @@ def cmd_show(args: argparse.Namespace, console: Console) -> int:
             lines = (run_dir / step.log).read_text(errors="replace").splitlines()
             console.print("\n".join(lines[-40:]), markup=False, highlight=False)
         if step.error:
-            console.print(Panel(step.error, title="error", border_style="red"))
+            _print_error(console, "Error", step.error)
         return 0
     table = Table(title=f"Run {rec.run_id} — {rec.status} ({rec.backend})")
     for col in ("step", "status", "started", "seconds", "error"):
@@ -237,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args, console)
     except HarnessError as exc:
-        console.print(Panel(str(exc), title="Error", border_style="red"))
+        _print_error(console, "Error", str(exc))
         return exc.exit_code
     except KeyboardInterrupt:
         console.print("Interrupted.")

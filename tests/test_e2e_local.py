@@ -1,0 +1,143 @@
+"""The whole pipeline on the `local` backend, as a user runs it, on the bundled sample.
+
+Also: bad input and bad configuration through the CLI give a one-paragraph error naming
+the file, a non-zero exit, and leave earlier runs untouched.
+"""
+import gzip
+import json
+import shutil
+import socket
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+from urllib.parse import urlparse
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "fixtures" / "mnist-sample"
+
+
+def harness(*args, cwd=ROOT, timeout=300):
+    return subprocess.run([sys.executable, "-m", "harness.cli", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def local(uri: str) -> Path:
+    return Path(urlparse(uri).path)
+
+
+@pytest.fixture(scope="module")
+def good_run(tmp_path_factory):
+    runs = tmp_path_factory.mktemp("runs")
+    proc = harness("run", "--data", "fixture", "--runs-dir", str(runs))
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    (run_id,) = [p.name for p in runs.iterdir()]
+    return runs, run_id, proc
+
+
+@pytest.mark.slow
+def test_local_run_end_to_end(good_run):
+    runs, run_id, proc = good_run
+    run_dir = runs / run_id
+    out = proc.stdout
+    assert "DATA SOURCE" in out and "bundled" in out.lower()
+    assert run_id in out and "test accuracy" in out and "http://127.0.0.1:" in out
+
+    record = json.loads((run_dir / "record.json").read_text())
+    assert record["status"] == "SUCCEEDED"
+    assert [s["status"] for s in record["steps"]] == ["SUCCEEDED"] * 6
+
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["test_accuracy"] >= 0.95
+    assert summary["endpoint_accuracy"] == summary["test_accuracy"]
+    assert summary["counts"] == {"train": 4000, "validation": 500, "test": 500}
+
+    # the model artifact is what SageMaker would produce and TF Serving would load
+    with tarfile.open(local(summary["artifacts"]["model"])) as tar:
+        names = tar.getnames()
+    assert any(n.endswith("saved_model.pb") and n.split("/")[-2].isdigit() for n in names)
+    evaluation = json.loads(local(summary["artifacts"]["evaluation"]).read_text())
+    matrix = evaluation["confusion_matrix"]
+    assert sum(map(sum, matrix)) == 500
+    assert sum(matrix[i][i] for i in range(10)) / 500 == pytest.approx(summary["test_accuracy"])
+    assert (local(summary["artifacts"]["evaluation"]).parent / "confusion_matrix.png").exists()
+
+    # the training request's metric regexes found the script's metric lines
+    assert {"train:loss", "validation:accuracy", "test:accuracy"} <= set(summary["final_metrics"])
+
+    # the endpoint was stopped at the end of the run: its port no longer answers
+    port = urlparse(summary["endpoint_url"]).port
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", port)) != 0
+
+
+@pytest.mark.slow
+def test_runs_and_show_list_the_run(good_run):
+    runs, run_id, _ = good_run
+    listed = harness("runs", "--runs-dir", str(runs))
+    assert listed.returncode == 0 and run_id in listed.stdout and "SUCCEEDED" in listed.stdout
+    shown = harness("show", run_id, "--runs-dir", str(runs), "--step", "train")
+    assert shown.returncode == 0 and "TrainingJobName" in shown.stdout
+
+
+def _bad_copy(tmp_path, mutate) -> Path:
+    data = tmp_path / "data"
+    shutil.copytree(SAMPLE, data)
+    mutate(data)
+    return data
+
+
+def _truncate(data):
+    p = data / "train-images-idx3-ubyte.gz"
+    raw = gzip.decompress(p.read_bytes())
+    p.write_bytes(gzip.compress(raw[: len(raw) // 2]))
+
+
+def _wrong_magic(data):
+    p = data / "train-labels-idx1-ubyte.gz"
+    raw = bytearray(gzip.decompress(p.read_bytes()))
+    raw[2] = 0x42
+    p.write_bytes(gzip.compress(bytes(raw)))
+
+
+def _label_out_of_range(data):
+    p = data / "train-labels-idx1-ubyte.gz"
+    raw = bytearray(gzip.decompress(p.read_bytes()))
+    raw[8 + 17] = 200
+    p.write_bytes(gzip.compress(bytes(raw)))
+
+
+@pytest.mark.parametrize("mutate,file_name,words", [
+    (_truncate, "train-images-idx3-ubyte.gz", "truncated"),
+    (_wrong_magic, "train-labels-idx1-ubyte.gz", "magic"),
+    (_label_out_of_range, "train-labels-idx1-ubyte.gz", "label"),
+])
+def test_bad_data_fails_clearly_and_keeps_earlier_runs(tmp_path, mutate, file_name, words):
+    runs = tmp_path / "runs"
+    earlier = runs / "20260101-000000-0000"
+    earlier.mkdir(parents=True)
+    (earlier / "record.json").write_text('{"keep": true}')
+    data = _bad_copy(tmp_path, mutate)
+    proc = harness("run", "--data", str(data), "--runs-dir", str(runs))
+    assert proc.returncode == 1
+    text = " ".join(proc.stdout.split())
+    assert file_name in text and words in text.lower()
+    assert "Traceback" not in proc.stdout + proc.stderr
+    assert "--resume" in text and "--from prepare" in text
+    assert (earlier / "record.json").read_text() == '{"keep": true}'
+    (new,) = [p for p in runs.iterdir() if p != earlier]
+    record = json.loads((new / "record.json").read_text())
+    assert record["status"] == "FAILED" and record["failed_step"] == "prepare"
+    assert not (new / "data" / "raw").exists()
+
+
+def test_bad_config_value_exits_2_naming_the_field(tmp_path):
+    cfg = tmp_path / "p.yaml"
+    cfg.write_text("deploy:\n  port: 99999\n")
+    proc = harness("run", "--config", str(cfg), "--runs-dir", str(tmp_path / "runs"))
+    assert proc.returncode == 2
+    text = " ".join(proc.stdout.split())
+    assert str(cfg) in text and "deploy.port" in text and "65535" in text
+    assert not (tmp_path / "runs").exists()
