@@ -1,0 +1,133 @@
+"""Local ``deploy``: execute CreateModel / CreateEndpointConfig / CreateEndpoint.
+
+The request trio is the one the cloud runner sends to SageMaker. Locally the endpoint is
+the embedded model server (``local_runners.model_server``) on 127.0.0.1, serving the
+extracted ``model.tar.gz``. The step output has the shape of ``DescribeEndpoint`` plus
+``EndpointUrl`` (local only), ``ModelName`` and ``ModelVersion``.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+import tarfile
+import tempfile
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from harness import uris
+from harness.errors import HarnessError
+from harness.inference_client import ping
+from harness.stages import StageContext, StageRunner
+from local_runners.model_server import ModelServer
+
+
+def _get(request: dict[str, Any], dotted: str, kind: type | tuple = str) -> Any:
+    node: Any = request
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise HarnessError("missing field in the deploy request", field=dotted,
+                               expected=f"a {getattr(kind, '__name__', kind)} value")
+        node = node[part]
+    if not isinstance(node, kind) or (isinstance(node, str) and not node):
+        raise HarnessError("wrong value in the deploy request", field=dotted,
+                           expected=f"a non-empty {getattr(kind, '__name__', kind)}", got=node)
+    return node
+
+
+def validate_hosting_requests(request: dict[str, Any]) -> dict[str, Any]:
+    """Check the trio refers to itself consistently; return the one production variant."""
+    model_name = _get(request, "CreateModel.ModelName")
+    _get(request, "CreateModel.PrimaryContainer.ModelDataUrl")
+    config_name = _get(request, "CreateEndpointConfig.EndpointConfigName")
+    variants = _get(request, "CreateEndpointConfig.ProductionVariants", list)
+    if len(variants) != 1:
+        raise HarnessError("the local backend serves exactly one production variant",
+                           field="CreateEndpointConfig.ProductionVariants",
+                           expected="a list with one variant", got=f"{len(variants)} variants")
+    variant = variants[0]
+    if not isinstance(variant, dict) or variant.get("ModelName") != model_name:
+        raise HarnessError("the endpoint config refers to a model this request does not create",
+                           field="CreateEndpointConfig.ProductionVariants[0].ModelName",
+                           expected=f"{model_name!r} (CreateModel.ModelName)",
+                           got=variant.get("ModelName") if isinstance(variant, dict) else variant)
+    _get(request, "CreateEndpoint.EndpointName")
+    if _get(request, "CreateEndpoint.EndpointConfigName") != config_name:
+        raise HarnessError("the endpoint refers to an endpoint config this request does not "
+                           "create", field="CreateEndpoint.EndpointConfigName",
+                           expected=f"{config_name!r} (CreateEndpointConfig.EndpointConfigName)",
+                           got=request["CreateEndpoint"]["EndpointConfigName"])
+    return variant
+
+
+def extract_model_archive(archive: Path, dest: Path) -> None:
+    """Unpack model.tar.gz; refuse absolute paths, '..' members and links leaving ``dest``."""
+    try:
+        with tarfile.open(archive, "r:*") as tar:
+            for member in tar.getmembers():
+                path = PurePosixPath(member.name)
+                if path.is_absolute() or ".." in path.parts:
+                    raise HarnessError("unsafe member in the model archive", file=str(archive),
+                                       expected="relative paths such as 1/saved_model.pb",
+                                       got=member.name)
+            tar.extractall(dest, filter="data")
+    except FileNotFoundError:
+        raise HarnessError("model archive not found", file=str(archive),
+                           field="CreateModel.PrimaryContainer.ModelDataUrl") from None
+    except (tarfile.TarError, EOFError, OSError) as e:
+        raise HarnessError(f"cannot read the model archive ({e})", file=str(archive),
+                           expected="a gzipped tar holding <version>/saved_model.pb") from None
+
+
+class LocalDeployRunner(StageRunner):
+    kind = "deploy"
+
+    def run(self, request: dict[str, Any], ctx: StageContext) -> dict[str, Any]:
+        variant = validate_hosting_requests(request)
+        container = request["CreateModel"]["PrimaryContainer"]
+        endpoint_name = request["CreateEndpoint"]["EndpointName"]
+        model_name = (container.get("Environment") or {}).get(
+            "SAGEMAKER_TFS_DEFAULT_MODEL_NAME") or ctx.config.deploy.model_name
+        archive = uris.local_path(container["ModelDataUrl"])
+        ctx.log.info("deploy: image %s is not used locally; serving %s with the embedded "
+                     "model server", container.get("Image"), archive)
+
+        model_dir = Path(tempfile.mkdtemp(prefix=f"mlharness-{endpoint_name[:40]}-"))
+        keep = ctx.config.deploy.keep_serving
+        if not keep:
+            ctx.resources.callback(shutil.rmtree, model_dir, ignore_errors=True)
+        try:
+            extract_model_archive(archive, model_dir)
+            server = ModelServer(model_dir, model_name, host=ctx.config.deploy.host,
+                                 port=ctx.config.deploy.port)
+            server.start()
+        except BaseException:
+            if keep:
+                shutil.rmtree(model_dir, ignore_errors=True)
+            raise
+        if not keep:
+            ctx.resources.callback(server.stop)
+        ping(server.url, timeout=30)
+        created = dt.datetime.now(dt.timezone.utc).isoformat()
+        ctx.log.info("endpoint %s in service at %s (model %s version %d, handlers: %s)",
+                     endpoint_name, server.url, model_name, server.model.version,
+                     server.handlers.source if server.handlers else "none")
+        ctx.announce(f"endpoint {endpoint_name} serving at {server.url}"
+                     + ("  (kept serving after the run: stop it with Ctrl+C)" if keep else ""))
+        return {
+            "EndpointName": endpoint_name,
+            "EndpointConfigName": request["CreateEndpoint"]["EndpointConfigName"],
+            "EndpointStatus": "InService",
+            "ProductionVariants": [{
+                "VariantName": variant.get("VariantName", "AllTraffic"),
+                "DeployedImages": [{"SpecifiedImage": container.get("Image")}],
+                "CurrentWeight": 1.0, "DesiredWeight": 1.0,
+                "CurrentInstanceCount": 1,
+                "DesiredInstanceCount": variant.get("InitialInstanceCount", 1),
+            }],
+            "CreationTime": created,
+            "LastModifiedTime": created,
+            "EndpointUrl": server.url,
+            "ModelName": request["CreateModel"]["ModelName"],
+            "ModelVersion": server.model.version,
+            "ServedModelName": model_name,
+        }

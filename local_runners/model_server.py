@@ -1,0 +1,634 @@
+"""Embedded model server: the TF Serving REST API and the SageMaker container contract.
+
+One SavedModel in TF Serving layout (``<model_dir>/<version>/saved_model.pb``) is loaded
+(the newest numeric version, as TF Serving's default policy does) and served on aiohttp:
+
+- ``GET  /v1/models/<name>[/versions/<v>]``            model status
+- ``GET  /v1/models/<name>[/versions/<v>]/metadata``   signature definitions
+- ``POST /v1/models/<name>[/versions/<v>]:predict``    row (``instances``) or columnar
+  (``inputs``) format
+- ``GET  /ping`` and ``POST /invocations``              the SageMaker hosting contract; with
+  ``code/inference.py`` handlers (``input_handler``/``output_handler`` or ``handler``) the
+  request goes through them, as in the SageMaker TensorFlow Serving container.
+
+Errors are ``{"error": "<what was expected>"}`` with a 4xx/5xx status; the server keeps
+serving afterwards. Decoding, model calls and encoding run in a thread pool so the event
+loop never blocks. Run in the foreground with
+``python -m local_runners.model_server --model-dir D --model-name N --port P``.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import concurrent.futures
+import importlib.util
+import io
+import json
+import logging
+import re
+import signal
+import sys
+import threading
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any, Callable
+
+import numpy as np
+import orjson
+from aiohttp import web
+
+from harness.errors import HarnessError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MAX_BODY_BYTES = 20 * 1024 * 1024
+JSON = "application/json"
+CUSTOM_ATTRIBUTES_HEADER = "X-Amzn-SageMaker-Custom-Attributes"
+
+# What the SageMaker TensorFlow Serving container hands to inference.py handlers.
+Context = collections.namedtuple(
+    "Context", "model_name, model_version, method, rest_uri, grpc_port, channel, "
+    "custom_attributes, request_content_type, accept_header, content_length")
+
+
+class RequestError(Exception):
+    """A request the server answers with ``{"error": message}`` and ``status``."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+# --------------------------------------------------------------------------- the model
+
+@dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    dtype: np.dtype
+    tf_dtype: str          # e.g. "DT_FLOAT", as TF Serving's metadata spells it
+    shape: tuple           # None for an unknown dimension
+
+    def shape_text(self) -> str:
+        return "[" + ", ".join("N" if i == 0 and d is None else ("?" if d is None else str(d))
+                               for i, d in enumerate(self.shape)) + "]"
+
+    def describe(self) -> dict[str, Any]:
+        return {"dtype": self.tf_dtype, "name": self.name,
+                "tensor_shape": {"dim": [{"size": str(-1 if d is None else d), "name": ""}
+                                         for d in self.shape], "unknown_rank": False}}
+
+
+def _tensor_info(name: str, spec) -> TensorInfo:
+    from tensorflow.core.framework import types_pb2
+    return TensorInfo(name=name, dtype=np.dtype(spec.dtype.as_numpy_dtype),
+                      tf_dtype=types_pb2.DataType.Name(spec.dtype.as_datatype_enum),
+                      shape=tuple(spec.shape.as_list()))
+
+
+class Signature:
+    """One serving signature: its named inputs and outputs and the function to call."""
+
+    def __init__(self, name: str, fn):
+        self.name = name
+        self.fn = fn
+        _, kwargs = fn.structured_input_signature
+        self.inputs = {k: _tensor_info(k, v) for k, v in sorted(kwargs.items())}
+        self.outputs = {k: _tensor_info(k, v) for k, v in sorted(fn.structured_outputs.items())}
+
+    def __call__(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        import tensorflow as tf
+        result = self.fn(**{k: tf.constant(v) for k, v in arrays.items()})
+        return {k: v.numpy() for k, v in result.items()}
+
+    def describe(self) -> dict[str, Any]:
+        return {"inputs": {k: v.describe() for k, v in self.inputs.items()},
+                "outputs": {k: v.describe() for k, v in self.outputs.items()},
+                "method_name": "tensorflow/serving/predict"}
+
+
+def newest_version(model_dir: Path) -> tuple[int, Path]:
+    """The highest integer-named sub-directory that holds a saved_model.pb."""
+    versions = [(int(p.name), p) for p in Path(model_dir).iterdir()
+                if p.is_dir() and p.name.isdigit() and (p / "saved_model.pb").is_file()
+                ] if Path(model_dir).is_dir() else []
+    if not versions:
+        raise HarnessError("no servable SavedModel version found", file=str(model_dir),
+                           expected="<model_dir>/<version>/saved_model.pb with an integer "
+                           "version directory, e.g. 1/saved_model.pb")
+    return max(versions)
+
+
+class LoadedModel:
+    """A SavedModel version loaded with tf.saved_model.load and warmed up."""
+
+    def __init__(self, model_dir: Path):
+        import tensorflow as tf
+        self.version, self.path = newest_version(model_dir)
+        try:
+            loaded = tf.saved_model.load(str(self.path))
+        except Exception as e:  # TF raises many types for a corrupt model
+            raise HarnessError(f"cannot load the SavedModel ({type(e).__name__}: {e})",
+                               file=str(self.path)) from None
+        self._loaded = loaded  # keep the object graph alive
+        self.signatures = {name: Signature(name, fn) for name, fn in loaded.signatures.items()}
+        if "serving_default" not in self.signatures:
+            raise HarnessError("the SavedModel has no 'serving_default' signature",
+                               file=str(self.path),
+                               expected="signatures={'serving_default': fn} at export",
+                               got=sorted(self.signatures))
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        sig = self.signatures["serving_default"]
+        arrays = {k: np.zeros([1] + [1 if d is None else d for d in t.shape[1:]], t.dtype)
+                  for k, t in sig.inputs.items()}
+        sig(arrays)
+
+    def signature(self, name: Any) -> Signature:
+        name = name or "serving_default"
+        if not isinstance(name, str):
+            raise RequestError(400, f'"signature_name" must be a string, got {name!r}')
+        if name not in self.signatures:
+            raise RequestError(400, f"serving signature name '{name}' not found; expected one "
+                               f"of {sorted(self.signatures)}")
+        return self.signatures[name]
+
+
+# --------------------------------------------------------------- TF Serving request body
+
+def _loads(body: bytes) -> Any:
+    """Parse JSON; NaN/Infinity (which strict JSON forbids) get their own message."""
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as strict_error:
+        def non_finite(token: str):
+            raise RequestError(400, f"the request contains {token}; expected finite numbers "
+                               "(pixel values in [0, 1])")
+        try:
+            return json.loads(body, parse_constant=non_finite)
+        except RequestError:
+            raise
+        except (ValueError, UnicodeDecodeError):
+            raise RequestError(400, f"malformed JSON ({strict_error}); expected a JSON object "
+                               'such as {"instances": [[...], ...]}') from None
+
+
+def _to_array(value: Any, info: TensorInfo) -> np.ndarray:
+    expected = f"{info.dtype.name} numbers in shape {info.shape_text()}"
+    try:
+        raw = np.array(value)
+    except ValueError:
+        raise RequestError(400, f"input '{info.name}' is ragged (rows of different lengths); "
+                           f"expected {expected}") from None
+    if raw.size and raw.dtype.kind not in "iuf":
+        kind = {"U": "strings", "S": "strings", "b": "booleans", "O": "nulls or mixed values"}
+        raise RequestError(400, f"input '{info.name}' holds {kind.get(raw.dtype.kind, raw.dtype)}; "
+                           f"expected {expected}")
+    if raw.ndim != len(info.shape) or any(
+            want is not None and got != want for got, want in zip(raw.shape, info.shape)):
+        hint = (" (wrap a single instance in a list)"
+                if raw.ndim == len(info.shape) - 1 else "")
+        raise RequestError(400, f"input '{info.name}' has shape {list(raw.shape)}; "
+                           f"expected {info.shape_text()} (N = batch size){hint}")
+    arr = raw.astype(info.dtype, copy=False)
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise RequestError(400, f"input '{info.name}' holds NaN or infinite values; "
+                           f"expected finite {expected}")
+    return arr
+
+
+def parse_predict_request(doc: Any, sig: Signature) -> tuple[dict[str, np.ndarray], str]:
+    """Turn a TF Serving predict body into named arrays; returns (arrays, "row"|"columnar")."""
+    names = list(sig.inputs)
+    what = 'a JSON object with "instances" (row format) or "inputs" (columnar format)'
+    if not isinstance(doc, dict):
+        raise RequestError(400, f"the request body is a JSON {type(doc).__name__}; expected {what}")
+    if ("instances" in doc) == ("inputs" in doc):
+        raise RequestError(400, f"expected {what}, exactly one of them; got keys {sorted(doc)}")
+    if "instances" in doc:
+        fmt, rows = "row", doc["instances"]
+        if not isinstance(rows, list):
+            raise RequestError(400, '"instances" must be a list of instances')
+        if not rows:
+            raise RequestError(400, "empty batch: \"instances\" holds no instance; "
+                               "expected at least one")
+        if all(isinstance(r, dict) for r in rows):
+            values = {}
+            for name in names:
+                missing = [i for i, r in enumerate(rows) if name not in r]
+                if missing:
+                    raise RequestError(400, f"instance {missing[0]} has no input '{name}'; "
+                                       f"expected objects with keys {names}")
+                values[name] = [r[name] for r in rows]
+            extra = sorted({k for r in rows for k in r} - set(names))
+        elif any(isinstance(r, dict) for r in rows):
+            raise RequestError(400, "instances mix objects and plain values; use one form")
+        else:
+            if len(names) != 1:
+                raise RequestError(400, f"the signature has several inputs {names}; expected "
+                                   "each instance as an object keyed by input name")
+            values, extra = {names[0]: rows}, []
+    else:
+        fmt, cols = "columnar", doc["inputs"]
+        if isinstance(cols, dict):
+            missing = [n for n in names if n not in cols]
+            if missing:
+                raise RequestError(400, f'"inputs" has no input {missing[0]!r}; expected keys {names}')
+            values, extra = {n: cols[n] for n in names}, sorted(set(cols) - set(names))
+        else:
+            if len(names) != 1:
+                raise RequestError(400, f'the signature has several inputs {names}; expected '
+                                   '"inputs" as an object keyed by input name')
+            values, extra = {names[0]: cols}, []
+    if extra:
+        raise RequestError(400, f"unknown input(s) {extra}; the signature's inputs are {names}")
+    arrays = {n: _to_array(v, sig.inputs[n]) for n, v in values.items()}
+    sizes = {a.shape[0] if a.ndim else None for a in arrays.values()}
+    if 0 in sizes:
+        raise RequestError(400, "empty batch: the inputs hold no instance; expected at least one")
+    if len(sizes) > 1:
+        raise RequestError(400, f"inputs disagree on the batch size: {sorted(sizes)}")
+    return arrays, fmt
+
+
+def encode_predictions(outputs: dict[str, np.ndarray], fmt: str) -> bytes:
+    """TF Serving's response: row format lists one entry per instance (an object when the
+    signature has several outputs); columnar maps output name -> batch."""
+    opt = orjson.OPT_SERIALIZE_NUMPY
+    if fmt == "columnar":
+        body = next(iter(outputs.values())) if len(outputs) == 1 else outputs
+        return orjson.dumps({"outputs": body}, option=opt)
+    if len(outputs) == 1:
+        return orjson.dumps({"predictions": next(iter(outputs.values()))}, option=opt)
+    cols = {k: (v.tolist() if v.ndim == 1 else np.ascontiguousarray(v)) for k, v in outputs.items()}
+    n = len(next(iter(outputs.values())))
+    rows = [{k: c[i] for k, c in cols.items()} for i in range(n)]
+    return orjson.dumps({"predictions": rows}, option=opt)
+
+
+# ------------------------------------------------------------------ inference.py handlers
+
+class TfsResponse:
+    """What ``output_handler`` receives: the parts of ``requests.Response`` it may use."""
+
+    def __init__(self, status_code: int, content: bytes):
+        self.status_code = status_code
+        self.content = content
+        self.headers = {"Content-Type": JSON}
+
+    @property
+    def text(self) -> str:
+        return self.content.decode("utf-8")
+
+    def json(self) -> Any:
+        return json.loads(self.content)
+
+
+def load_inference_handlers(source: Any) -> SimpleNamespace:
+    """Handlers from a path to ``inference.py`` or any object with the handler functions."""
+    if isinstance(source, (str, Path)):
+        path = Path(source)
+        spec = importlib.util.spec_from_file_location(f"inference_{uuid.uuid4().hex[:8]}", path)
+        module = importlib.util.module_from_spec(spec)
+        try:
+            spec.loader.exec_module(module)
+        except Exception as e:
+            raise HarnessError(f"cannot import the inference handlers ({type(e).__name__}: {e})",
+                               file=str(path)) from None
+        source, where = module, str(path)
+    else:
+        where = getattr(source, "__file__", None) or repr(source)
+    handler = getattr(source, "handler", None)
+    inp, out = getattr(source, "input_handler", None), getattr(source, "output_handler", None)
+    if handler is None and (inp is None or out is None):
+        raise HarnessError("handlers are not implemented correctly", file=where,
+                           expected="a handler(data, context) function, or both "
+                           "input_handler(data, context) and output_handler(response, context)")
+    return SimpleNamespace(handler=handler, input_handler=inp, output_handler=out, source=where)
+
+
+# ------------------------------------------------------------------------------ server
+
+_MODEL_PATH = re.compile(r"^(?P<name>[^/:]+)(?:/versions/(?P<version>[^/:]+))?"
+                         r"(?:(?P<metadata>/metadata)|:(?P<method>[A-Za-z]+))?$")
+
+
+class ModelServer:
+    """Serve one SavedModel over HTTP from a background asyncio thread."""
+
+    def __init__(self, model_dir: str | Path, model_name: str, host: str = "127.0.0.1",
+                 port: int = 0, inference_handlers: Any = None,
+                 max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, workers: int = 2):
+        self.model_dir = Path(model_dir)
+        self.model_name = model_name
+        self.host = host
+        self.port = port
+        self.max_body_bytes = max_body_bytes
+        self._handler_source = inference_handlers
+        self.handlers: SimpleNamespace | None = None
+        self.model: LoadedModel | None = None
+        self.load_error: BaseException | None = None
+        self._executor = concurrent.futures.ThreadPoolExecutor(workers, "model-server")
+        # inference.py handlers get their own pool: a ``handler`` that posts to
+        # ``context.rest_uri`` must never wait for a predict worker it is occupying.
+        self._handler_executor = concurrent.futures.ThreadPoolExecutor(workers, "handlers")
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runner: web.AppRunner | None = None
+        self._thread: threading.Thread | None = None
+        self._load_future: concurrent.futures.Future | None = None
+
+    # -- lifecycle
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def state(self) -> str:
+        if self.model is not None:
+            return "AVAILABLE"
+        return "END" if self.load_error is not None else "LOADING"
+
+    def start(self, wait: bool = True, timeout: float = 120.0) -> "ModelServer":
+        """Listen, then load the model; with ``wait`` return once it is loaded (or raise)."""
+        if self._thread is not None:
+            raise RuntimeError("the server is already started")
+        listening = threading.Event()
+        failure: list[BaseException] = []
+        self._thread = threading.Thread(target=self._serve, args=(listening, failure),
+                                        name=f"model-server-{self.model_name}", daemon=True)
+        self._thread.start()
+        listening.wait()
+        if failure:
+            self._thread.join()
+            self._thread = None
+            raise HarnessError(f"cannot listen on {self.host}:{self.port} ({failure[0]})",
+                               hint="choose another deploy.port, or 0 for any free port")
+        self._load_future = self._executor.submit(self._load)
+        if wait:
+            try:
+                self._load_future.result(timeout)
+            except BaseException:
+                self.stop()
+                raise
+        return self
+
+    def wait_loaded(self, timeout: float = 120.0) -> None:
+        self._load_future.result(timeout)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Close the listener and open connections; the port is free when this returns."""
+        if self._thread is None:
+            return
+        loop = self._loop
+        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), loop).result(timeout)
+        loop.call_soon_threadsafe(loop.stop)
+        self._thread.join(timeout)
+        self._thread = None
+        for pool in (self._executor, self._handler_executor):
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    def __enter__(self) -> "ModelServer":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def _serve(self, listening: threading.Event, failure: list) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_until_complete(self._bind())
+        except OSError as e:
+            failure.append(e)
+            listening.set()
+            loop.close()
+            return
+        listening.set()
+        try:
+            loop.run_forever()
+        finally:
+            loop.close()
+
+    async def _bind(self) -> None:
+        app = web.Application(client_max_size=self.max_body_bytes,
+                              middlewares=[self._errors_as_json])
+        app.router.add_get("/ping", self._ping)
+        app.router.add_post("/invocations", self._invocations)
+        app.router.add_get("/v1/models/{path:.+}", self._get_model)
+        app.router.add_post("/v1/models/{path:.+}", self._post_model)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
+        await site.start()
+        self.port = self._runner.addresses[0][1]
+
+    def _load(self) -> None:
+        try:
+            source = self._handler_source
+            if source is None and (self.model_dir / "code" / "inference.py").is_file():
+                source = self.model_dir / "code" / "inference.py"
+            handlers = load_inference_handlers(source) if source is not None else None
+            model = LoadedModel(self.model_dir)
+        except BaseException as e:
+            self.load_error = e
+            log.error("model %s failed to load: %s", self.model_name, e)
+            raise
+        self.handlers = handlers
+        self.model = model
+        log.info("serving %s version %d from %s at %s", self.model_name, model.version,
+                 model.path, self.url)
+
+    # -- HTTP plumbing
+    @web.middleware
+    async def _errors_as_json(self, request: web.Request, handler):
+        try:
+            return await handler(request)
+        except RequestError as e:
+            return _json_error(e.status, e.message)
+        except web.HTTPRequestEntityTooLarge:
+            return _json_error(413, f"request body larger than the limit of "
+                               f"{self.max_body_bytes} bytes; send fewer instances per request")
+        except web.HTTPException as e:
+            if e.status < 400:
+                raise
+            return _json_error(e.status, f"{e.reason}: {request.method} {request.path}; this "
+                               "server answers /ping, /invocations and /v1/models/<name>...")
+        except Exception as e:  # never let one request take the server down
+            log.exception("error handling %s %s", request.method, request.path)
+            return _json_error(500, f"internal error: {type(e).__name__}: {e}")
+
+    async def _read_body(self, request: web.Request) -> bytes:
+        if request.content_length is not None and request.content_length > self.max_body_bytes:
+            raise RequestError(413, f"request body is {request.content_length} bytes; the limit "
+                               f"is {self.max_body_bytes} bytes: send fewer instances per request")
+        return await request.read()
+
+    def _require_model(self) -> LoadedModel:
+        if self.model is None:
+            if self.load_error is not None:
+                raise RequestError(503, f"model '{self.model_name}' failed to load: "
+                                   f"{self.load_error}")
+            raise RequestError(503, f"model '{self.model_name}' is still loading; retry shortly")
+        return self.model
+
+    def _resolve(self, path: str, want_method: bool) -> tuple[LoadedModel, re.Match]:
+        m = _MODEL_PATH.match(path)
+        if not m or bool(m["method"]) != want_method or (want_method and m["metadata"]):
+            form = ("/v1/models/<name>[/versions/<v>]:predict" if want_method
+                    else "/v1/models/<name>[/versions/<v>][/metadata]")
+            raise RequestError(404, f"unknown path /v1/models/{path}; expected {form}")
+        if m["name"] != self.model_name:
+            raise RequestError(404, f"servable not found: model '{m['name']}'; this server "
+                               f"serves '{self.model_name}'")
+        model = self._require_model()
+        if m["version"] is not None and m["version"] != str(model.version):
+            raise RequestError(404, f"servable not found: model '{m['name']}' version "
+                               f"{m['version']}; the available version is {model.version}")
+        return model, m
+
+    async def _run(self, fn: Callable, *args, pool=None):
+        return await asyncio.get_running_loop().run_in_executor(pool or self._executor, fn, *args)
+
+    # -- endpoints
+    async def _ping(self, request: web.Request) -> web.Response:
+        self._require_model()
+        return web.Response(status=200, body=b"", content_type=JSON)
+
+    async def _get_model(self, request: web.Request) -> web.Response:
+        model, m = self._resolve(request.match_info["path"], want_method=False)
+        if m["metadata"]:
+            body = {"model_spec": {"name": self.model_name, "signature_name": "",
+                                   "version": str(model.version)},
+                    "metadata": {"signature_def": {"signature_def": {
+                        name: sig.describe() for name, sig in model.signatures.items()}}}}
+        else:
+            body = {"model_version_status": [{
+                "version": str(model.version), "state": "AVAILABLE",
+                "status": {"error_code": "OK", "error_message": ""}}]}
+        return _json(200, orjson.dumps(body))
+
+    async def _post_model(self, request: web.Request) -> web.Response:
+        model, m = self._resolve(request.match_info["path"], want_method=True)
+        if m["method"] != "predict":
+            raise RequestError(400, f"method ':{m['method']}' is not supported; this server "
+                               "implements :predict")
+        body = await self._read_body(request)
+        status, payload = await self._run(self.predict_bytes, model, body)
+        return _json(status, payload)
+
+    async def _invocations(self, request: web.Request) -> web.Response:
+        model = self._require_model()
+        body = await self._read_body(request)
+        headers = {k: request.headers.get(k) for k in
+                   ("Content-Type", "Accept", CUSTOM_ATTRIBUTES_HEADER)}
+        if self.handlers is None:
+            ctype = (headers["Content-Type"] or JSON).split(";")[0].strip()
+            if ctype != JSON:
+                raise RequestError(415, f"Content-Type {ctype!r} is not supported without "
+                                   "inference handlers; expected application/json")
+            status, payload = await self._run(self.predict_bytes, model, body)
+            return _json(status, payload)
+        status, payload, ctype = await self._run(self._invoke_handlers, model, body, headers,
+                                                pool=self._handler_executor)
+        return web.Response(status=status, body=payload, headers={"Content-Type": ctype})
+
+    # -- work done in the thread pool
+    def predict_bytes(self, model: LoadedModel, body: bytes) -> tuple[int, bytes]:
+        """A TF Serving predict body in, (status, JSON body) out; never raises."""
+        try:
+            doc = _loads(body)
+            sig = model.signature(doc.get("signature_name") if isinstance(doc, dict) else None)
+            arrays, fmt = parse_predict_request(doc, sig)
+            return 200, encode_predictions(sig(arrays), fmt)
+        except RequestError as e:
+            return e.status, orjson.dumps({"error": e.message})
+        except Exception as e:
+            log.exception("prediction failed")
+            return 500, orjson.dumps({"error": f"prediction failed: {type(e).__name__}: {e}"})
+
+    def _invoke_handlers(self, model: LoadedModel, body: bytes, headers: dict
+                         ) -> tuple[int, bytes, str]:
+        h = self.handlers
+        context = Context(self.model_name, str(model.version), "predict",
+                          f"{self.url}/v1/models/{self.model_name}:predict", None, None,
+                          headers[CUSTOM_ATTRIBUTES_HEADER],
+                          headers["Content-Type"] or JSON, headers["Accept"] or JSON, len(body))
+        response = None
+        try:
+            if h.handler is not None:
+                result = h.handler(io.BytesIO(body), context)
+            else:
+                tfs_body = h.input_handler(io.BytesIO(body), context)
+                if isinstance(tfs_body, str):
+                    tfs_body = tfs_body.encode("utf-8")
+                if not isinstance(tfs_body, (bytes, bytearray)):
+                    raise TypeError(f"input_handler returned {type(tfs_body).__name__}; expected "
+                                    "the TF Serving request body as str or bytes (json.dumps it)")
+                response = TfsResponse(*self.predict_bytes(model, bytes(tfs_body)))
+                result = h.output_handler(response, context)
+            if not (isinstance(result, tuple) and len(result) == 2):
+                raise TypeError(f"the handler returned {type(result).__name__}; expected a "
+                                "(body, content_type) tuple")
+            out, ctype = result
+            return 200, out.encode("utf-8") if isinstance(out, str) else bytes(out), str(ctype)
+        except Exception as e:
+            # The SageMaker container answers 500 for any handler exception; locally we keep
+            # the status of a failed predict (or 400 for a ValueError) so the cause is clear.
+            if response is not None and response.status_code >= 400:
+                status = response.status_code
+            else:
+                status = 400 if isinstance(e, ValueError) else 500
+            log.info("inference handler error (%d): %s", status, e)
+            return status, orjson.dumps({"error": str(e)}), JSON
+
+
+def _json(status: int, payload: bytes) -> web.Response:
+    return web.Response(status=status, body=payload, content_type=JSON)
+
+
+def _json_error(status: int, message: str) -> web.Response:
+    return _json(status, orjson.dumps({"error": message}))
+
+
+# ------------------------------------------------------------------------- foreground
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m local_runners.model_server",
+                                 description="Serve a SavedModel with the TF Serving REST API "
+                                 "and the SageMaker /ping, /invocations contract.")
+    ap.add_argument("--model-dir", required=True,
+                    help="directory holding <version>/saved_model.pb (and optional code/)")
+    ap.add_argument("--model-name", default="model", help="name in /v1/models/<name>")
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=8080)
+    ap.add_argument("--max-body-mb", type=float, default=DEFAULT_MAX_BODY_BYTES / 2**20)
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    server = ModelServer(args.model_dir, args.model_name, args.host, args.port,
+                         max_body_bytes=int(args.max_body_mb * 2**20))
+    try:
+        server.start()
+    except HarnessError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    print(f"serving model '{args.model_name}' version {server.model.version} at {server.url} "
+          f"(Ctrl+C to stop)", flush=True)
+    try:
+        while not done.wait(0.5):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
