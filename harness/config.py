@@ -73,7 +73,7 @@ class TrainConfig(_Section):
     volume_size_gb: int = Field(10, ge=1)
     max_runtime_s: int = Field(3600, ge=60)
     hyperparameters: dict[str, int | float | str] = {
-        "epochs": 6, "batch_size": 64, "learning_rate": 0.002, "seed": 42,
+        "epochs": 6, "batch_size": 128, "learning_rate": 0.003, "seed": 42, "shift": 0.1,
     }
     metric_definitions: list[MetricDefinition] = [
         MetricDefinition(Name="train:loss", Regex=r"train_loss=([0-9.eE+-]+)"),

@@ -1,0 +1,287 @@
+"""Local backend for ``train``: execute a SageMaker ``CreateTrainingJob`` request in-process.
+
+Does what the SageMaker TensorFlow training container does in script mode: unpack
+``sourcedir.tar.gz``, set the ``SM_*`` environment, run the entry point with the
+hyperparameters as ``--name value`` arguments, apply the MetricDefinitions to its log
+lines, and pack ``model.tar.gz`` / ``output.tar.gz`` under
+``<S3OutputPath>/<TrainingJobName>/output/``. The job directory appears only when the
+job succeeds.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import runpy
+import sys
+import tarfile
+import time
+import traceback
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from harness import uris
+from harness.code_package import pack_directory
+from harness.errors import HarnessError, StepFailed
+from harness.metrics import MetricParser
+from harness.stages import StageContext, StageRunner
+from harness.storage import atomic_dir
+
+HOST = "algo-1"
+
+
+class _LineTee(io.TextIOBase):
+    """A text stream that hands every complete line to a callback."""
+
+    def __init__(self, on_line: Callable[[str], None]):
+        self._on_line = on_line
+        self._buf = ""
+
+    def writable(self) -> bool:
+        return True
+
+    @property
+    def encoding(self) -> str:
+        return "utf-8"
+
+    def write(self, text: str) -> int:
+        self._buf += text
+        while "\n" in self._buf:
+            line, self._buf = self._buf.split("\n", 1)
+            self._on_line(line.rstrip("\r"))
+        return len(text)
+
+    def close_partial(self) -> None:
+        if self._buf:
+            line, self._buf = self._buf, ""
+            self._on_line(line)
+
+
+def _required(request: dict[str, Any], *path: str) -> Any:
+    node: Any = request
+    for i, key in enumerate(path):
+        if not isinstance(node, dict) or key not in node:
+            raise HarnessError("the training request lacks a required field",
+                               field=".".join(path[: i + 1]),
+                               expected="a SageMaker CreateTrainingJob request "
+                               "(harness.requests.training_request)")
+        node = node[key]
+    return node
+
+
+def _hp_value(text: str) -> Any:
+    """SM_HPS carries JSON values, as the SageMaker training toolkit decodes them."""
+    try:
+        return json.loads(text)
+    except (TypeError, ValueError):
+        return text
+
+
+@contextlib.contextmanager
+def _script_process_state(env: dict[str, str], argv: list[str], source: Path, cwd: Path
+                          ) -> Iterator[None]:
+    """Environment, argv, sys.path, cwd and shadowed modules for the script; all restored."""
+    saved_env = dict(os.environ)
+    saved_argv, saved_path, saved_cwd = list(sys.argv), list(sys.path), os.getcwd()
+    # Top-level modules of the source dir (train, data, network) must not resolve to a
+    # module of the same name already imported, nor stay imported afterwards.
+    local_names = {p.stem for p in source.glob("*.py")} | {p.name for p in source.iterdir()
+                                                            if (p / "__init__.py").exists()}
+    shadowed = {n: m for n, m in sys.modules.items() if n.split(".")[0] in local_names}
+    for name in shadowed:
+        del sys.modules[name]
+    os.environ.update(env)
+    sys.argv = argv
+    sys.path.insert(0, str(source))
+    os.chdir(cwd)
+    try:
+        yield
+    finally:
+        os.chdir(saved_cwd)
+        sys.argv, sys.path[:] = saved_argv, saved_path
+        for key in set(os.environ) - set(saved_env):
+            del os.environ[key]
+        for key, value in saved_env.items():
+            if os.environ.get(key) != value:
+                os.environ[key] = value
+        for name in [n for n in sys.modules if n.split(".")[0] in local_names]:
+            del sys.modules[name]
+        sys.modules.update(shadowed)
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, timezone.utc).isoformat()
+
+
+class LocalTrainingRunner(StageRunner):
+    kind = "train"
+
+    def run(self, request: dict[str, Any], ctx: StageContext) -> dict[str, Any]:
+        name = _required(request, "TrainingJobName")
+        hps: dict[str, str] = {k: str(v) for k, v in _required(request, "HyperParameters").items()}
+        program = _required(request, "HyperParameters", "sagemaker_program")
+        submit = _required(request, "HyperParameters", "sagemaker_submit_directory")
+        output_path = _required(request, "OutputDataConfig", "S3OutputPath")
+        definitions = request.get("AlgorithmSpecification", {}).get("MetricDefinitions", [])
+        parser = MetricParser(definitions)
+
+        job_root = uris.local_path(output_path) / name
+        if job_root.exists():
+            raise StepFailed("train", f"training job name '{name}' is already used: its output "
+                             "exists", file=str(job_root),
+                             hint="job names must be unique; start a new run")
+        channels = self._channels(request, name)
+        sourcedir = uris.local_path(submit)
+        if not sourcedir.is_file():
+            raise StepFailed("train", f"training job {name} failed: the code package is "
+                             "missing", file=str(sourcedir),
+                             expected="sourcedir.tar.gz (harness.code_package.pack_source_dir)")
+        epochs = self._int(hps.get("epochs"))
+
+        start = time.time()
+        ctx.log.info("training job %s: program %s from %s", name, program, submit)
+        with atomic_dir(job_root) as job:
+            source = job / "source"
+            self._extract(sourcedir, source, name)
+            if not (source / program).is_file():
+                raise StepFailed("train", f"training job {name} failed: entry point "
+                                 f"'{program}' is not in the code package", file=str(sourcedir),
+                                 field="HyperParameters.sagemaker_program",
+                                 expected="a file at the root of sourcedir.tar.gz")
+            if (source / "requirements.txt").exists():
+                ctx.log.info("requirements.txt: installed by the SageMaker container in the "
+                             "cloud; the local backend uses this environment's packages")
+            model_dir, data_dir = job / "model", job / "output" / "data"
+            model_dir.mkdir()
+            data_dir.mkdir(parents=True)
+            env = self._environment(hps, channels, program, submit, model_dir, data_dir, job)
+            argv = [str(source / program)]
+            for key in sorted(k for k in hps if not k.startswith("sagemaker_")):
+                argv += [f"--{key}", hps[key]]
+            self._execute(name, source, program, env, argv, parser, epochs, ctx)
+            pack_directory(model_dir, job / "output" / "model.tar.gz", allow_empty=True)
+            pack_directory(data_dir, job / "output" / "output.tar.gz", allow_empty=True)
+        end = time.time()
+
+        model_uri = uris.join(output_path, name, "output", "model.tar.gz")
+        ctx.log.info("training job %s completed in %.1f s: %s", name, end - start, model_uri)
+        return {
+            "TrainingJobName": name,
+            "TrainingJobArn": f"arn:aws:sagemaker:local:000000000000:training-job/{name}",
+            "TrainingJobStatus": "Completed",
+            "SecondaryStatus": "Completed",
+            "HyperParameters": dict(request["HyperParameters"]),
+            "AlgorithmSpecification": request.get("AlgorithmSpecification", {}),
+            "InputDataConfig": request.get("InputDataConfig", []),
+            "OutputDataConfig": request["OutputDataConfig"],
+            "ResourceConfig": request.get("ResourceConfig", {}),
+            "StoppingCondition": request.get("StoppingCondition", {}),
+            "ModelArtifacts": {"S3ModelArtifacts": model_uri},
+            "FinalMetricDataList": parser.final(),
+            "TrainingStartTime": _iso(start),
+            "TrainingEndTime": _iso(end),
+            "TrainingTimeInSeconds": max(1, round(end - start)),
+        }
+
+    # -- pieces ---------------------------------------------------------------------------
+
+    @staticmethod
+    def _int(text: str | None) -> int | None:
+        try:
+            return int(text) if text is not None else None
+        except ValueError:
+            return None
+
+    @staticmethod
+    def _channels(request: dict[str, Any], job: str) -> dict[str, Path]:
+        channels: dict[str, Path] = {}
+        for i, ch in enumerate(request.get("InputDataConfig", [])):
+            field = f"InputDataConfig[{i}]"
+            try:
+                cname = ch["ChannelName"]
+                uri = ch["DataSource"]["S3DataSource"]["S3Uri"]
+            except (KeyError, TypeError):
+                raise HarnessError("channel lacks ChannelName or DataSource.S3DataSource.S3Uri",
+                                   field=field, expected="a SageMaker channel") from None
+            path = uris.local_path(uri)
+            if not path.exists():
+                raise StepFailed("train", f"training job {job} failed: no data for channel "
+                                 f"'{cname}'", file=str(path), field=f"{field}.S3Uri",
+                                 expected="an existing data prefix (run the etl step first)")
+            channels[cname] = path
+        return channels
+
+    @staticmethod
+    def _extract(sourcedir: Path, dest: Path, job: str) -> None:
+        dest.mkdir()
+        try:
+            with tarfile.open(sourcedir, "r:gz") as tar:
+                tar.extractall(dest, filter="data")
+        except (tarfile.TarError, OSError, EOFError) as e:
+            raise StepFailed("train", f"training job {job} failed: cannot unpack the code "
+                             f"package ({e})", file=str(sourcedir),
+                             expected="a gzipped tar archive") from None
+
+    @staticmethod
+    def _environment(hps: dict[str, str], channels: dict[str, Path], program: str, submit: str,
+                     model_dir: Path, data_dir: Path, job: Path) -> dict[str, str]:
+        user_hps = {k: _hp_value(v) for k, v in hps.items() if not k.startswith("sagemaker_")}
+        env = {
+            "SM_MODEL_DIR": str(model_dir),
+            "SM_CHANNELS": json.dumps(sorted(channels)),
+            "SM_HPS": json.dumps(user_hps, sort_keys=True),
+            "SM_OUTPUT_DATA_DIR": str(data_dir),
+            "SM_OUTPUT_DIR": str(data_dir.parent),
+            "SM_NUM_CPUS": str(os.cpu_count() or 1),
+            "SM_NUM_GPUS": "0",
+            "SM_HOSTS": json.dumps([HOST]),
+            "SM_CURRENT_HOST": HOST,
+            "SM_USER_ENTRY_POINT": program,
+            "SM_MODULE_DIR": submit,
+            "SM_MODULE_NAME": program.rsplit(".", 1)[0],
+        }
+        for cname, path in channels.items():
+            env[f"SM_CHANNEL_{cname.upper()}"] = str(path)
+        return env
+
+    @staticmethod
+    def _execute(name: str, source: Path, program: str, env: dict[str, str], argv: list[str],
+                 parser: MetricParser, epochs: int | None, ctx: StageContext) -> None:
+        stderr_tail: list[str] = []
+
+        with ctx.progress.task("train", total=epochs) as task:
+            def on_line(line: str) -> None:
+                ctx.log.info("%s", line)
+                parser.feed(line)
+                if line.startswith("epoch="):
+                    task.advance(1)
+                    val = parser.latest("validation:accuracy")
+                    if val is not None:
+                        task.update(description=f"  train  val_accuracy={val:.4f}")
+
+            def on_err(line: str) -> None:
+                if line.strip():
+                    stderr_tail[:] = (stderr_tail + [line])[-5:]
+                on_line(line)
+
+            out, err = _LineTee(on_line), _LineTee(on_err)
+            try:
+                with _script_process_state(env, argv, source, source), \
+                        contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                    runpy.run_path(str(source / program), run_name="__main__")
+            except SystemExit as e:
+                if e.code not in (None, 0):
+                    detail = (e.code if isinstance(e.code, str)
+                              else stderr_tail[-1] if stderr_tail else f"exit code {e.code}")
+                    raise StepFailed("train", f"training job {name} failed: {detail}",
+                                     hint=f"exit code {e.code}; the step log has the full "
+                                     "output") from None
+            except Exception as e:  # the script's own error, reported like SageMaker does
+                ctx.log.error("%s", traceback.format_exc())
+                raise StepFailed("train", f"training job {name} failed: "
+                                 f"{type(e).__name__}: {e}") from e
+            finally:
+                out.close_partial()
+                err.close_partial()

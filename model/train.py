@@ -1,0 +1,138 @@
+"""SageMaker TensorFlow script-mode entry point: train the digit classifier.
+
+SageMaker (and the local trainer) run ``python train.py --epochs 6 ... --model_dir s3://...``
+with the ``SM_*`` environment set. The script reads the Parquet splits from the channel
+directories, prints one metric line per epoch (matched by the job's MetricDefinitions),
+exports a SavedModel to ``$SM_MODEL_DIR/1/`` and writes ``$SM_OUTPUT_DATA_DIR/metrics.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+try:  # run as a script (SageMaker: the source dir is the working dir and on sys.path)
+    from data import load_split
+    from network import build_model, export_saved_model
+except ImportError:  # imported as the ``model`` package (tests, harness tools)
+    from model.data import load_split
+    from model.network import build_model, export_saved_model
+
+
+def _env(name: str) -> str | None:
+    return os.environ.get(name) or None
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="Train the digit classifier (SageMaker script mode).")
+    p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--batch_size", type=int, default=128)
+    p.add_argument("--learning_rate", type=float, default=0.003)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--image_height", type=int, default=28)
+    p.add_argument("--image_width", type=int, default=28)
+    p.add_argument("--num_classes", type=int, default=10)
+    p.add_argument("--shift", type=float, default=0.1,
+                   help="random translation (fraction of the image) applied while training")
+    p.add_argument("--model_dir", default=None,
+                   help="passed by the TensorFlow container (an S3 URI in the cloud); the "
+                   "SavedModel goes to --sm_model_dir, which SageMaker uploads")
+    p.add_argument("--sm_model_dir", default=_env("SM_MODEL_DIR"))
+    p.add_argument("--train", default=_env("SM_CHANNEL_TRAIN"))
+    p.add_argument("--validation", default=_env("SM_CHANNEL_VALIDATION"))
+    p.add_argument("--test", default=_env("SM_CHANNEL_TEST"))
+    p.add_argument("--output_data_dir", default=_env("SM_OUTPUT_DATA_DIR"))
+    args = p.parse_args(argv)  # unknown arguments: argparse exits 2 naming them
+    for name in ("epochs", "batch_size", "image_height", "image_width", "num_classes"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name} must be a positive integer, got {getattr(args, name)}")
+    if not args.learning_rate > 0:
+        p.error(f"--learning_rate must be > 0, got {args.learning_rate}")
+    if not 0 <= args.shift < 1:
+        p.error(f"--shift must be in [0, 1), got {args.shift}")
+    if not args.train:
+        p.error("no training data: the 'train' channel is missing "
+                "(set SM_CHANNEL_TRAIN or pass --train DIR)")
+    if not args.sm_model_dir:
+        p.error("no model directory: set SM_MODEL_DIR or pass --sm_model_dir DIR")
+    return args
+
+
+def _load(directory: str, args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray]:
+    x, y = load_split(directory, expected_pixels=args.image_height * args.image_width)
+    bad = (y < 0) | (y >= args.num_classes)
+    if bad.any():
+        raise ValueError(f"{directory}: field 'label': values outside [0, {args.num_classes - 1}]. "
+                         f"Expected labels below num_classes={args.num_classes}. "
+                         f"Got {int(y[bad][0])}.")
+    return x, y
+
+
+def _fmt(logs: dict, keys: list[tuple[str, str]]) -> str:
+    return " ".join(f"{label}={float(logs[key]):.4f}" for key, label in keys if key in logs)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    args = parse_args(argv)
+    import keras  # imported late: argument errors come back fast
+
+    keras.utils.set_random_seed(args.seed)
+    x_train, y_train = _load(args.train, args)
+    validation = _load(args.validation, args) if args.validation else None
+    print(f"data: train={len(y_train)} validation={len(validation[1]) if validation else 0} "
+          f"image={args.image_height}x{args.image_width} classes={args.num_classes}", flush=True)
+
+    model = build_model(args.image_height, args.image_width, args.num_classes,
+                        learning_rate=args.learning_rate, shift=args.shift)
+    keys = [("loss", "train_loss"), ("accuracy", "train_accuracy"),
+            ("val_loss", "val_loss"), ("val_accuracy", "val_accuracy")]
+
+    class EpochLine(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            print(f"epoch={epoch + 1}/{args.epochs} {_fmt(logs or {}, keys)}", flush=True)
+
+    started = time.perf_counter()
+    history = model.fit(x_train, y_train, batch_size=args.batch_size, epochs=args.epochs,
+                        validation_data=validation, shuffle=True, verbose=0,
+                        callbacks=[EpochLine()])
+    fit_seconds = time.perf_counter() - started
+
+    metrics = {k: float(v[-1]) for k, v in history.history.items()}
+    if args.test:
+        x_test, y_test = _load(args.test, args)
+        test_loss, test_accuracy = model.evaluate(x_test, y_test, batch_size=512, verbose=0)
+        metrics.update(test_loss=float(test_loss), test_accuracy=float(test_accuracy))
+        print(f"test_loss={test_loss:.4f} test_accuracy={test_accuracy:.4f}", flush=True)
+
+    export_dir = export_saved_model(model, args.sm_model_dir, version=1)
+    print(f"exported SavedModel to {export_dir}", flush=True)
+    summary = {
+        "metrics": metrics,
+        "history": {k: [float(v) for v in vs] for k, vs in history.history.items()},
+        "fit_seconds": fit_seconds,
+        "train_examples": int(len(y_train)),
+        "images_per_second": len(y_train) * args.epochs / fit_seconds if fit_seconds else None,
+        "hyperparameters": {k: v for k, v in vars(args).items()
+                            if k not in ("train", "validation", "test", "output_data_dir",
+                                         "sm_model_dir", "model_dir")},
+    }
+    if args.output_data_dir:
+        out = Path(args.output_data_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        tmp = out / ".metrics.json.tmp"
+        tmp.write_text(json.dumps(summary, indent=2) + "\n")
+        os.replace(tmp, out / "metrics.json")
+    return summary
+
+
+if __name__ == "__main__":
+    try:
+        main(sys.argv[1:])
+    except (ValueError, FileExistsError) as e:  # data/contract errors: one clear line, exit 1
+        print(f"ERROR: {e}", file=sys.stderr, flush=True)
+        sys.exit(1)
