@@ -121,7 +121,7 @@ def _print_failure(console: Console, exc: HarnessError, record) -> None:
 def _print_summary(console: Console, s: dict[str, Any]) -> None:
     table = Table(title=f"Run {s['run_id']} — {s['status']}", show_header=False)
     table.add_column("what", style="bold")
-    table.add_column("value")
+    table.add_column("value", overflow="fold")
     table.add_row("data source", s["data_source"])
     table.add_row("examples", ", ".join(f"{k} {v}" for k, v in s["counts"].items()))
     table.add_row("artifacts", s["run_dir"])
@@ -148,15 +148,20 @@ def cmd_runs(args: argparse.Namespace, console: Console) -> int:
         console.print(f"No runs yet in {store.root}. Start one with: harness run")
         return 0
     table = Table(title=f"Runs in {store.root}")
-    for col in ("run id", "status", "backend", "started", "test accuracy", "failed step"):
-        table.add_column(col)
+    table.add_column("run id", no_wrap=True, min_width=20)
+    table.add_column("status", no_wrap=True)
+    table.add_column("backend")
+    table.add_column("started (UTC)", no_wrap=True)
+    table.add_column("accuracy")
     for run_id in ids:
         rec = store.load(run_id)
         summary = store.summary(run_id) or {}
         acc = summary.get("test_accuracy")
         style = STATUS_STYLE.get(rec.status, "")
-        table.add_row(run_id, f"[{style}]{rec.status}[/{style}]", rec.backend, rec.started,
-                      f"{acc:.4f}" if acc is not None else "", rec.failed_step or "")
+        status = rec.status + (f" at {rec.failed_step}" if rec.failed_step else "")
+        table.add_row(run_id, f"[{style}]{status}[/{style}]", rec.backend,
+                      rec.started[:19].replace("T", " "),
+                      f"{acc:.4f}" if acc is not None else "")
     console.print(table)
     return 0
 

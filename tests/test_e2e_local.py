@@ -59,7 +59,7 @@ def test_local_run_end_to_end(good_run):
         names = tar.getnames()
     assert any(n.endswith("saved_model.pb") and n.split("/")[-2].isdigit() for n in names)
     evaluation = json.loads(local(summary["artifacts"]["evaluation"]).read_text())
-    matrix = evaluation["confusion_matrix"]
+    matrix = evaluation["ConfusionMatrix"]
     assert sum(map(sum, matrix)) == 500
     assert sum(matrix[i][i] for i in range(10)) / 500 == pytest.approx(summary["test_accuracy"])
     assert (local(summary["artifacts"]["evaluation"]).parent / "confusion_matrix.png").exists()

@@ -1,0 +1,377 @@
+"""The ``prepare`` stage: obtain MNIST and write train/validation/test as raw Parquet.
+
+Sources (request ``Source``):
+
+- ``auto``: the local cache, else a download of the four canonical MNIST files, else
+  (offline) the bundled 5,000-digit real-MNIST sample in ``fixtures/mnist-sample``;
+- ``download``: the cache or a download, nothing else;
+- ``fixture``: the bundled sample;
+- anything else: a directory (path or ``file://`` URI) holding IDX file pairs
+  ``<prefix>-images-idx3-ubyte[.gz]`` + ``<prefix>-labels-idx1-ubyte[.gz]``.
+
+Output (the ETL's input contract, see ``glue_etl/mnist_etl.py``):
+``<OutputUri>/<split>/part-00000.parquet`` with ``label`` int32 and ``pixels``
+list<int32> (H*W grey values 0..255, row-major). Written atomically.
+"""
+from __future__ import annotations
+
+import hashlib
+import http.client
+import os
+import re
+import socket
+import urllib.error
+import urllib.request
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from harness import uris
+from harness.config import PROJECT_ROOT
+from harness.errors import DataError
+from harness.idx import read_image_label_pair
+from harness.stages import StageContext, StageRunner
+from harness.storage import atomic_dir
+
+FIXTURE_DIR = PROJECT_ROOT / "fixtures" / "mnist-sample"
+SPLITS = ("train", "validation", "test")
+# The canonical MNIST files and their MD5 sums (a request may override with "Checksums").
+MNIST_MD5 = {
+    "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+    "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
+    "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
+    "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
+}
+# Rows per Parquet row group: several groups per file let Spark read a split in parallel.
+ROW_GROUP_ROWS = 5000
+_CHUNK = 1 << 16
+_IMAGES_RE = re.compile(r"^(?P<prefix>.+)-images[-.]idx3-ubyte(?P<gz>\.gz)?$")
+_NETWORK_ERRORS = (urllib.error.URLError, http.client.HTTPException, socket.timeout,
+                   TimeoutError, ConnectionError)
+
+
+class _Unreachable(Exception):
+    """Every mirror failed with a network error (we are probably offline)."""
+
+
+@dataclass
+class _Pair:
+    prefix: str
+    images_path: Path
+    labels_path: Path
+    images: np.ndarray
+    labels: np.ndarray
+
+
+# ----------------------------------------------------------------------------- download
+
+
+def _md5(path: Path) -> str:
+    h = hashlib.md5()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _download_one(url: str, dest: Path, md5: str, timeout: float, ctx: StageContext) -> None:
+    """Fetch ``url`` into ``dest`` atomically; DataError if the MD5 does not match."""
+    tmp = dest.with_name(f".{dest.name}.part-{uuid.uuid4().hex[:8]}")
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 (http/https)
+            total = resp.headers.get("Content-Length")
+            h = hashlib.md5()
+            with ctx.progress.task(f"download {dest.name}", total=int(total) if total else None
+                                   ) as bar, tmp.open("wb") as out:
+                for block in iter(lambda: resp.read(_CHUNK), b""):
+                    out.write(block)
+                    h.update(block)
+                    bar.advance(len(block))
+        if h.hexdigest() != md5:
+            raise DataError("downloaded file fails its MD5 checksum", file=url,
+                            expected=f"md5 {md5}", got=h.hexdigest(),
+                            hint="the mirror serves a different file; try another mirror")
+        os.replace(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _cached(cache: Path, checksums: dict[str, str], ctx: StageContext) -> bool:
+    """True when every file is in the cache with the right MD5 (bad copies are removed)."""
+    ok = True
+    for name, md5 in checksums.items():
+        path = cache / name
+        if not path.is_file():
+            ok = False
+        elif _md5(path) != md5:
+            ctx.log.warning("cached %s fails its MD5 checksum; it will be downloaded again", path)
+            path.unlink()
+            ok = False
+    return ok
+
+
+def _download_all(cache: Path, mirrors: list[str], checksums: dict[str, str], timeout: float,
+                  ctx: StageContext) -> str:
+    """Download the missing files into the cache; return the mirror used.
+
+    Raises _Unreachable when a file could be fetched from no mirror because of network
+    errors, DataError when a mirror answered with a file that fails its checksum.
+    """
+    if not mirrors:
+        raise _Unreachable("no download mirrors configured (data.download_mirrors)")
+    cache.mkdir(parents=True, exist_ok=True)
+    used = mirrors[0]
+    for name, md5 in checksums.items():
+        if (cache / name).is_file():
+            continue
+        failures: list[str] = []
+        checksum_error: DataError | None = None
+        for mirror in mirrors:
+            url = mirror.rstrip("/") + "/" + name
+            try:
+                _download_one(url, cache / name, md5, timeout, ctx)
+                used = mirror
+                break
+            except DataError as e:
+                checksum_error = e
+                failures.append(f"{url}: {e.problem}")
+            except _NETWORK_ERRORS as e:
+                failures.append(f"{url}: {getattr(e, 'reason', None) or e}")
+            ctx.log.warning("download failed: %s", failures[-1])
+        else:
+            if checksum_error is not None:
+                raise checksum_error
+            raise _Unreachable("; ".join(failures))
+    return used
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def _expected_names() -> str:
+    return ("IDX pairs named <prefix>-images-idx3-ubyte[.gz] + <prefix>-labels-idx1-ubyte[.gz] "
+            "(e.g. train-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz)")
+
+
+def _find_pairs(directory: Path) -> list[tuple[str, Path, Path]]:
+    try:
+        names = sorted(os.listdir(directory))
+    except FileNotFoundError:
+        raise DataError("data directory not found", file=str(directory),
+                        expected=_expected_names()) from None
+    except NotADirectoryError:
+        raise DataError("data source is not a directory", file=str(directory),
+                        expected=f"a directory holding {_expected_names()}") from None
+    except OSError as e:
+        raise DataError(f"cannot read the data directory ({e.strerror})", file=str(directory),
+                        expected=_expected_names()) from None
+    images: dict[str, Path] = {}
+    for name in names:
+        m = _IMAGES_RE.match(name)
+        if m and (m["prefix"] not in images or not m["gz"]):  # prefer the unzipped copy
+            images[m["prefix"]] = directory / name
+    pairs = []
+    for prefix, image_path in sorted(images.items()):
+        candidates = [directory / f"{prefix}-labels{sep}idx1-ubyte{gz}"
+                      for gz in ("", ".gz") for sep in ("-", ".")]
+        labels = next((c for c in candidates if c.is_file()), None)
+        if labels is None:
+            raise DataError("images file has no labels file beside it", file=str(image_path),
+                            expected=f"{prefix}-labels-idx1-ubyte[.gz] in {directory}")
+        pairs.append((prefix, image_path, labels))
+    if not pairs:
+        raise DataError("no IDX image/label pair in the data directory", file=str(directory),
+                        expected=_expected_names(), got=names[:10])
+    return pairs
+
+
+def _read_pairs(directory: Path, ctx: StageContext) -> list[_Pair]:
+    found = _find_pairs(directory)
+    pairs = []
+    with ctx.progress.task("read IDX files", total=len(found)) as bar:
+        for prefix, images_path, labels_path in found:
+            images, labels = read_image_label_pair(images_path, labels_path)
+            pairs.append(_Pair(prefix, images_path, labels_path, images, labels))
+            ctx.log.info("read %s + %s: %d images of %dx%d", images_path.name, labels_path.name,
+                         len(labels), images.shape[1], images.shape[2])
+            bar.advance()
+    first = pairs[0]
+    for p in pairs[1:]:
+        if p.images.shape[1:] != first.images.shape[1:]:
+            raise DataError("image size differs between files", file=str(p.images_path),
+                            expected=f"{first.images.shape[1]}x{first.images.shape[2]} "
+                            f"like {first.images_path.name}",
+                            got=f"{p.images.shape[1]}x{p.images.shape[2]}")
+    return pairs
+
+
+def _num_classes(pairs: list[_Pair]) -> int:
+    """K = max label + 1; every class 0..K-1 must occur and no label may be negative."""
+    files = " + ".join(str(p.labels_path) for p in pairs)
+    values = np.unique(np.concatenate([np.unique(p.labels) for p in pairs]).astype(np.int64))
+    for p in pairs:
+        if p.labels.min() < 0:
+            raise DataError("negative class label", file=str(p.labels_path),
+                            expected="labels 0..K-1", got=sorted(np.unique(p.labels).tolist()))
+    k = int(values.max()) + 1
+    missing = sorted(set(range(k)) - set(values.tolist()))
+    if k < 2 or missing:
+        raise DataError("labels out of range: the classes must be 0..K-1 with every class "
+                        f"present (K = max label + 1 = {k}"
+                        + (f", missing {_short(missing)})" if missing else ")"), file=files,
+                        expected="labels 0..K-1, K >= 2, each class occurring",
+                        got=f"label values {_short(values.tolist())}")
+    return k
+
+
+def _short(values: list[int], limit: int = 12) -> str:
+    """A list for a message: in full when short, else its ends and its length."""
+    if len(values) <= limit:
+        return str(values)
+    head = ", ".join(map(str, values[: limit // 2]))
+    tail = ", ".join(map(str, values[-limit // 2:]))
+    return f"[{head}, ..., {tail}] ({len(values)} values)"
+
+
+def _split_indices(labels: np.ndarray, fractions: dict[str, float], rng: np.random.Generator
+                   ) -> dict[str, np.ndarray]:
+    """Stratified split of ``range(len(labels))``: each class is divided by ``fractions``
+    (the remainder goes to the first split); each split is shuffled."""
+    out: dict[str, list[np.ndarray]] = {name: [] for name in fractions}
+    names = list(fractions)
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        start = 0
+        sizes = {n: int(round(len(idx) * fractions[n])) for n in names[1:]}
+        sizes[names[0]] = len(idx) - sum(sizes.values())
+        for n in names:
+            out[n].append(idx[start:start + sizes[n]])
+            start += sizes[n]
+    return {n: rng.permutation(np.concatenate(parts)) for n, parts in out.items()}
+
+
+def _make_splits(pairs: list[_Pair], validation_fraction: float, test_fraction: float,
+                 seed: int, ctx: StageContext) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    prefixes = {p.prefix for p in pairs}
+    if {"train", "t10k"} <= prefixes:
+        test = next(p for p in pairs if p.prefix == "t10k")
+        rest = [p for p in pairs if p.prefix != "t10k"]
+        ctx.log.info("test split = %s; %s split into train/validation", test.images_path.name,
+                     ", ".join(p.images_path.name for p in rest))
+        images = np.concatenate([p.images for p in rest])
+        labels = np.concatenate([p.labels for p in rest])
+        idx = _split_indices(labels, {"train": 1 - validation_fraction,
+                                      "validation": validation_fraction}, rng)
+        splits = {n: (images[i], labels[i]) for n, i in idx.items()}
+        order = rng.permutation(len(test.labels))
+        splits["test"] = (test.images[order], test.labels[order])
+    else:
+        images = np.concatenate([p.images for p in pairs])
+        labels = np.concatenate([p.labels for p in pairs])
+        idx = _split_indices(labels, {"train": 1 - validation_fraction - test_fraction,
+                                      "validation": validation_fraction,
+                                      "test": test_fraction}, rng)
+        splits = {n: (images[i], labels[i]) for n, i in idx.items()}
+    for name in SPLITS:
+        if len(splits[name][1]) == 0:
+            total = sum(len(p.labels) for p in pairs)
+            raise DataError(f"too few examples: {total} give an empty {name} split",
+                            file=" + ".join(str(p.images_path) for p in pairs),
+                            expected="enough examples per class for train, validation and test")
+    return splits
+
+
+# ----------------------------------------------------------------------------- writing
+
+
+def raw_table(images: np.ndarray, labels: np.ndarray) -> pa.Table:
+    """The raw-format table: label int32, pixels list<int32> (row-major H*W values)."""
+    n, h, w = images.shape
+    flat = pa.array(images.reshape(-1).astype(np.int32, copy=False))
+    offsets = pa.array(np.arange(0, n * h * w + 1, h * w, dtype=np.int32))
+    return pa.table({"label": pa.array(labels.astype(np.int32, copy=False)),
+                     "pixels": pa.ListArray.from_arrays(offsets, flat)})
+
+
+def write_raw(out_dir: Path, splits: dict[str, tuple[np.ndarray, np.ndarray]],
+              ctx: StageContext) -> None:
+    with ctx.progress.task("write raw splits", total=len(splits)) as bar:
+        for name in SPLITS:
+            images, labels = splits[name]
+            (out_dir / name).mkdir()
+            pq.write_table(raw_table(images, labels), out_dir / name / "part-00000.parquet",
+                           row_group_size=ROW_GROUP_ROWS, compression="snappy")
+            bar.advance()
+
+
+# ----------------------------------------------------------------------------- the runner
+
+
+class LocalPrepareRunner(StageRunner):
+    kind = "prepare"
+
+    def _resolve(self, request: dict[str, Any], ctx: StageContext
+                 ) -> tuple[str, Path, str, str]:
+        """Return (source kind, directory to read, description, note for the user)."""
+        source = str(request.get("Source", "auto"))
+        if source == "fixture":
+            return "fixture", FIXTURE_DIR, "bundled real-MNIST sample fixtures/mnist-sample", \
+                "as requested"
+        if source not in ("auto", "download"):
+            path = uris.local_path(source) if "://" in source else Path(source).expanduser()
+            return "directory", path, f"IDX files in {path}", ""
+        cache = Path(os.path.expanduser(str(request.get("CacheDir", "~/.cache/mlharness/mnist"))))
+        checksums = dict(request.get("Checksums") or MNIST_MD5)
+        if _cached(cache, checksums, ctx):
+            return "cache", cache, f"MNIST from the local cache {cache}", ""
+        mirrors = list(request.get("Mirrors") or [])
+        timeout = float(request.get("DownloadTimeoutSeconds", 10))
+        try:
+            mirror = _download_all(cache, mirrors, checksums, timeout, ctx)
+        except _Unreachable as e:
+            if source == "download":
+                raise DataError(f"cannot download MNIST: {e}", file=str(cache),
+                                expected=f"{', '.join(checksums)} from one of the mirrors "
+                                f"{mirrors}", hint="check the network, or use data.source "
+                                "'fixture' or a directory of IDX files") from None
+            ctx.log.warning("MNIST download failed (%s); using the bundled sample", e)
+            return ("fixture", FIXTURE_DIR, "bundled real-MNIST sample fixtures/mnist-sample",
+                    "offline fallback (the download failed; see the step log)")
+        return "download", cache, f"MNIST downloaded from {mirror} into {cache}", ""
+
+    def run(self, request: dict[str, Any], ctx: StageContext) -> dict[str, Any]:
+        output_uri = request["OutputUri"]
+        out_dir = uris.local_path(output_uri)
+        if out_dir.exists():
+            raise DataError("raw data output already exists; refusing to overwrite it",
+                            file=str(out_dir), hint="earlier runs are never modified")
+        seed = int(request.get("Seed", 42))
+        kind, directory, description, note = self._resolve(request, ctx)
+        pairs = _read_pairs(directory, ctx)
+        total = sum(len(p.labels) for p in pairs)
+        ctx.announce(f"DATA SOURCE: {description} ({total:,} digits)"
+                     + (f" - {note}" if note else ""))
+        num_classes = _num_classes(pairs)
+        splits = _make_splits(pairs, float(request.get("ValidationFraction", 0.1)),
+                              float(request.get("TestFraction", 0.1)), seed, ctx)
+        with atomic_dir(out_dir) as tmp:
+            write_raw(tmp, splits, ctx)
+        height, width = pairs[0].images.shape[1:]
+        counts = {name: int(len(splits[name][1])) for name in SPLITS}
+        ctx.log.info("raw splits written to %s: %s", output_uri, counts)
+        return {
+            "Source": kind,
+            "SourceLocation": str(directory),
+            "RawUri": output_uri,
+            "ImageHeight": int(height),
+            "ImageWidth": int(width),
+            "NumClasses": num_classes,
+            "Counts": counts,
+            "Seed": seed,
+        }

@@ -1,0 +1,328 @@
+"""The prepare stage: sources (fixture, directory, cache, download, offline fallback),
+deterministic stratified splits, the raw Parquet contract, and errors for bad input."""
+from __future__ import annotations
+
+import contextlib
+import functools
+import hashlib
+import http.server
+import logging
+import socket
+import threading
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from harness import uris
+from harness.config import PipelineConfig
+from harness.errors import DataError
+from harness.idx import write_idx
+from harness.stages import StageContext
+from local_runners.prepare import MNIST_MD5, LocalPrepareRunner
+
+
+def make_ctx() -> StageContext:
+    """A StageContext whose ``announced`` list records the loud messages."""
+    announced: list[str] = []
+    ctx = StageContext(run_id="t", step="prepare", config=PipelineConfig(),
+                       log=logging.getLogger("test.prepare"), announce=announced.append)
+    ctx.announced = announced  # type: ignore[attr-defined]
+    return ctx
+
+
+def request(tmp_path: Path, source: str, **kw) -> dict:
+    body = {"Source": source, "CacheDir": str(tmp_path / "cache"), "Mirrors": [],
+            "DownloadTimeoutSeconds": 2, "Seed": 42, "ValidationFraction": 0.1,
+            "TestFraction": 0.1, "OutputUri": uris.file_uri(tmp_path / "raw")}
+    body.update(kw)
+    return body
+
+
+def run(req: dict, ctx: StageContext | None = None) -> dict:
+    return LocalPrepareRunner().run(req, ctx or make_ctx())
+
+
+def write_pair(directory: Path, prefix: str, n: int, *, h: int = 6, w: int = 5, k: int = 3,
+               fill: int | None = None, gz: bool = True, seed: int = 0) -> tuple[Path, Path]:
+    """Write a small images/labels IDX pair; every class 0..k-1 occurs."""
+    rng = np.random.default_rng(seed)
+    directory.mkdir(parents=True, exist_ok=True)
+    images = rng.integers(0, 256, size=(n, h, w), dtype=np.uint8)
+    if fill is not None:
+        images[:] = fill
+    labels = (np.arange(n) % k).astype(np.uint8)
+    ext = ".gz" if gz else ""
+    ip = directory / f"{prefix}-images-idx3-ubyte{ext}"
+    lp = directory / f"{prefix}-labels-idx1-ubyte{ext}"
+    write_idx(ip, images)
+    write_idx(lp, labels)
+    return ip, lp
+
+
+def read_split(raw: Path, split: str) -> pa.Table:
+    return pq.read_table(raw / split / "part-00000.parquet")
+
+
+# ----------------------------------------------------------------------------- fixture
+
+
+def test_fixture_source_gives_stratified_5000_digits(tmp_path):
+    ctx = make_ctx()
+    out = run(request(tmp_path, "fixture"), ctx)
+    assert out["Source"] == "fixture"
+    assert out["Counts"] == {"train": 4000, "validation": 500, "test": 500}
+    assert (out["ImageHeight"], out["ImageWidth"], out["NumClasses"]) == (28, 28, 10)
+    assert out["RawUri"] == uris.file_uri(tmp_path / "raw") and out["Seed"] == 42
+    assert any("DATA SOURCE" in m and "5,000 digits" in m for m in ctx.announced)
+
+    raw = tmp_path / "raw"
+    for split, n in out["Counts"].items():
+        table = read_split(raw, split)
+        assert table.schema.field("label").type == pa.int32()
+        assert table.schema.field("pixels").type == pa.list_(pa.int32())
+        assert table.num_rows == n
+        labels = table.column("label").to_numpy()
+        assert np.bincount(labels, minlength=10).tolist() == [n // 10] * 10  # stratified
+        pixels = np.stack(table.column("pixels").to_numpy(zero_copy_only=False))
+        assert pixels.shape == (n, 784) and pixels.min() >= 0 and pixels.max() <= 255
+    # no leftovers next to the output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["raw"]
+
+
+def test_same_seed_same_split_other_seed_other_split(tmp_path):
+    def labels(sub: str, seed: int) -> np.ndarray:
+        run(request(tmp_path, "fixture", Seed=seed, OutputUri=uris.file_uri(tmp_path / sub)))
+        return read_split(tmp_path / sub, "validation").column("pixels").to_numpy(
+            zero_copy_only=False)
+
+    a, b, c = labels("a", 7), labels("b", 7), labels("c", 8)
+    assert all(np.array_equal(x, y) for x, y in zip(a, b))
+    assert not all(np.array_equal(x, y) for x, y in zip(a, c))
+
+
+def test_refuses_existing_output(tmp_path):
+    (tmp_path / "raw").mkdir()
+    with pytest.raises(DataError, match="already exists"):
+        run(request(tmp_path, "fixture"))
+
+
+# ----------------------------------------------------------------------------- directory
+
+
+def test_directory_with_train_and_t10k_keeps_t10k_as_test(tmp_path):
+    src = tmp_path / "idx"
+    write_pair(src, "train", 60, fill=10, gz=False)
+    write_pair(src, "t10k", 12, fill=200)
+    out = run(request(tmp_path, uris.file_uri(src)))
+    assert out["Source"] == "directory" and out["SourceLocation"] == str(src)
+    assert out["Counts"] == {"train": 54, "validation": 6, "test": 12}
+    assert (out["ImageHeight"], out["ImageWidth"], out["NumClasses"]) == (6, 5, 3)
+    test_pixels = np.concatenate(read_split(tmp_path / "raw", "test")
+                                 .column("pixels").to_numpy(zero_copy_only=False))
+    train_pixels = np.concatenate(read_split(tmp_path / "raw", "train")
+                                  .column("pixels").to_numpy(zero_copy_only=False))
+    assert set(test_pixels.tolist()) == {200} and set(train_pixels.tolist()) == {10}
+
+
+def test_directory_without_t10k_pools_and_splits_three_ways(tmp_path):
+    src = tmp_path / "idx"
+    write_pair(src, "digits-a", 50, k=5)
+    write_pair(src, "digits-b", 50, k=5, seed=1)
+    out = run(request(tmp_path, str(src), ValidationFraction=0.2, TestFraction=0.2))
+    assert out["Counts"] == {"train": 60, "validation": 20, "test": 20}
+    assert out["NumClasses"] == 5
+
+
+# ----------------------------------------------------------------------------- download
+
+
+@contextlib.contextmanager
+def serve(directory: Path):
+    """A static HTTP server on 127.0.0.1 serving ``directory``; yields its base URL."""
+    handler = functools.partial(_QuietHandler, directory=str(directory))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args):
+        pass
+
+
+def closed_port_url() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}/"
+
+
+@pytest.fixture
+def mirror_dir(tmp_path) -> tuple[Path, dict[str, str]]:
+    """Small files under the four canonical MNIST names, and their MD5 sums."""
+    d = tmp_path / "mirror"
+    write_pair(d, "train", 40, k=4)
+    write_pair(d, "t10k", 8, k=4, seed=3)
+    sums = {name: hashlib.md5((d / name).read_bytes()).hexdigest() for name in MNIST_MD5}
+    return d, sums
+
+
+def test_download_then_cache_reuse(tmp_path, mirror_dir):
+    d, sums = mirror_dir
+    with serve(d) as url:
+        ctx = make_ctx()
+        out = run(request(tmp_path, "download", Mirrors=[closed_port_url(), url],
+                          Checksums=sums), ctx)
+    assert out["Source"] == "download"
+    assert out["Counts"] == {"train": 36, "validation": 4, "test": 8}
+    assert any("downloaded from " + url in m for m in ctx.announced)
+    cache = tmp_path / "cache"
+    assert sorted(p.name for p in cache.iterdir()) == sorted(MNIST_MD5)  # no partial files
+    # the server is gone: the second run must come from the cache
+    again = run(request(tmp_path, "auto", Mirrors=[url], Checksums=sums,
+                        OutputUri=uris.file_uri(tmp_path / "raw2")))
+    assert again["Source"] == "cache" and again["Counts"] == out["Counts"]
+
+
+def test_download_checksum_mismatch(tmp_path, mirror_dir):
+    d, sums = mirror_dir
+    bad = {**sums, "train-labels-idx1-ubyte.gz": "0" * 32}
+    with serve(d) as url, pytest.raises(DataError) as e:
+        run(request(tmp_path, "download", Mirrors=[url], Checksums=bad))
+    msg = str(e.value)
+    assert url + "train-labels-idx1-ubyte.gz" in msg and "MD5" in msg and "0" * 32 in msg
+    assert not (tmp_path / "raw").exists()
+    assert not (tmp_path / "cache" / "train-labels-idx1-ubyte.gz").exists()
+    assert not [p for p in (tmp_path / "cache").iterdir() if p.name.startswith(".")]
+
+
+def test_download_offline_is_a_clear_error(tmp_path):
+    with pytest.raises(DataError) as e:
+        run(request(tmp_path, "download", Mirrors=[closed_port_url()]))
+    assert "cannot download MNIST" in str(e.value) and "train-images-idx3-ubyte.gz" in str(e.value)
+    assert not (tmp_path / "raw").exists()
+
+
+def test_auto_offline_falls_back_to_fixture_loudly(tmp_path):
+    ctx = make_ctx()
+    out = run(request(tmp_path, "auto", Mirrors=[closed_port_url()]), ctx)
+    assert out["Source"] == "fixture" and out["Counts"]["train"] == 4000
+    assert any("DATA SOURCE" in m and "offline fallback" in m for m in ctx.announced)
+
+
+# ----------------------------------------------------------------------------- bad input
+
+
+def _truncate(p: Path) -> None:
+    p.write_bytes(p.read_bytes()[:-7])
+
+
+def _corrupt_gz(p: Path) -> None:
+    data = p.read_bytes()
+    p.write_bytes(data[: len(data) // 2])
+
+
+def _bad_magic(p: Path) -> None:
+    p.write_bytes(b"\x12\x34\x56\x78" + b"\x00" * 40)
+
+
+@pytest.mark.parametrize("case, target, expect", [
+    ("truncated", "train-images-idx3-ubyte", "truncated"),
+    ("corrupt", "train-labels-idx1-ubyte.gz", "gzip"),
+    ("magic", "train-labels-idx1-ubyte.gz", "wrong magic number"),
+    ("count", "train-labels-idx1-ubyte.gz", "count mismatch"),
+    ("range", "train-labels-idx1-ubyte.gz", "labels out of range"),
+    ("empty", "train-images-idx3-ubyte", "empty dataset"),
+    ("no-labels", "train-images-idx3-ubyte", "no labels file"),
+])
+def test_bad_files_name_the_file_and_leave_nothing(tmp_path, case, target, expect):
+    src = tmp_path / "idx"
+    ip, lp = write_pair(src, "train", 30, gz=False)
+    lp.unlink()
+    lp = src / "train-labels-idx1-ubyte.gz"
+    write_idx(lp, (np.arange(30) % 3).astype(np.uint8))
+    if case == "truncated":
+        _truncate(ip)
+    elif case == "corrupt":
+        _corrupt_gz(lp)
+    elif case == "magic":
+        _bad_magic(lp)
+    elif case == "count":
+        write_idx(lp, np.zeros(29, dtype=np.uint8))
+    elif case == "range":
+        write_idx(lp, np.array([0, 1, 4] * 10, dtype=np.uint8))  # classes 2 and 3 missing
+    elif case == "empty":
+        write_idx(ip, np.zeros((0, 6, 5), dtype=np.uint8))
+        write_idx(lp, np.zeros(0, dtype=np.uint8))
+    elif case == "no-labels":
+        lp.unlink()
+    with pytest.raises(DataError) as e:
+        run(request(tmp_path, str(src)))
+    msg = str(e.value)
+    assert target in msg and expect in msg
+    if case == "range":
+        assert "[0, 1, 4]" in msg and "missing [2, 3]" in msg
+    assert not (tmp_path / "raw").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["idx"]  # no temporary leftovers
+
+
+def test_image_sizes_must_agree(tmp_path):
+    src = tmp_path / "idx"
+    write_pair(src, "a", 10, h=6)
+    write_pair(src, "b", 10, h=7)
+    with pytest.raises(DataError, match="image size differs") as e:
+        run(request(tmp_path, str(src)))
+    assert "b-images-idx3-ubyte.gz" in str(e.value) and "6x5" in str(e.value)
+
+
+def test_missing_directory(tmp_path):
+    with pytest.raises(DataError) as e:
+        run(request(tmp_path, str(tmp_path / "nowhere")))
+    assert "nowhere" in str(e.value) and "not found" in str(e.value)
+    assert "train-images-idx3-ubyte.gz" in str(e.value)
+    assert not (tmp_path / "raw").exists()
+
+
+def test_directory_without_idx_pairs(tmp_path):
+    (tmp_path / "idx").mkdir()
+    (tmp_path / "idx" / "readme.txt").write_text("hi")
+    with pytest.raises(DataError) as e:
+        run(request(tmp_path, str(tmp_path / "idx")))
+    assert "no IDX image/label pair" in str(e.value) and "readme.txt" in str(e.value)
+
+
+def test_unreadable_directory(tmp_path):
+    src = tmp_path / "idx"
+    write_pair(src, "train", 30)
+    src.chmod(0)
+    try:
+        if _can_list(src):
+            pytest.skip("running as a user who can read any directory (root)")
+        with pytest.raises(DataError, match="cannot read the data directory") as e:
+            run(request(tmp_path, str(src)))
+        assert str(src) in str(e.value)
+    finally:
+        src.chmod(0o755)
+
+
+def _can_list(path: Path) -> bool:
+    try:
+        list(path.iterdir())
+        return True
+    except OSError:
+        return False
+
+
+def test_source_that_is_a_file(tmp_path):
+    ip, _ = write_pair(tmp_path / "idx", "train", 30)
+    with pytest.raises(DataError, match="not a directory") as e:
+        run(request(tmp_path, str(ip)))
+    assert str(ip) in str(e.value)
