@@ -7,6 +7,7 @@ import functools
 import hashlib
 import http.server
 import logging
+import os
 import socket
 import threading
 from pathlib import Path
@@ -299,16 +300,26 @@ def test_directory_without_idx_pairs(tmp_path):
     assert "no IDX image/label pair" in str(e.value) and "readme.txt" in str(e.value)
 
 
-def test_unreadable_directory(tmp_path):
+def test_unreadable_directory(tmp_path, monkeypatch):
     src = tmp_path / "idx"
     write_pair(src, "train", 30)
     src.chmod(0)
     try:
         if _can_list(src):
-            pytest.skip("running as a user who can read any directory (root)")
+            # root reads any directory (CI runs as root): make listing it fail as it
+            # does for everybody else.
+            real_listdir = os.listdir
+
+            def listdir(path="."):
+                if Path(path) == src:
+                    raise PermissionError(13, "Permission denied", str(path))
+                return real_listdir(path)
+
+            monkeypatch.setattr(os, "listdir", listdir)
         with pytest.raises(DataError, match="cannot read the data directory") as e:
             run(request(tmp_path, str(src)))
-        assert str(src) in str(e.value)
+        assert str(src) in str(e.value) and "Permission denied" in str(e.value)
+        assert not (tmp_path / "raw").exists()
     finally:
         src.chmod(0o755)
 
