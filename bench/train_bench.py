@@ -61,7 +61,7 @@ def _bare_fit(x, y, hps: dict[str, Any]) -> float:
 
 def bench_train(hyperparameters: dict[str, Any] | None = None) -> dict[str, Any]:
     from harness import uris
-    from harness.code_package import pack_source_dir
+    from harness.archives import pack_source_dir
     from harness.config import PipelineConfig
     from harness.requests import Layout, Names, evaluate_request, training_request
     from harness.stages import StageContext

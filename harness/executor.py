@@ -10,13 +10,13 @@ import contextlib
 import logging
 import shutil
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 from harness import uris
 from harness.backends import IMAGES, check_backend, runner_for
-from harness.code_package import pack_source_dir
+from harness.archives import pack_source_dir
 from harness.config import PROJECT_ROOT, PipelineConfig
 from harness.errors import GateFailed, HarnessError, StepFailed
 from harness.pipeline import GATE, STEPS, BuildContext, get_step
@@ -205,7 +205,7 @@ class LocalExecutor:
         t0 = time.perf_counter()
         try:
             output = runner_for(self.cfg.backend, step.kind).run(request, ctx)
-        except BaseException as exc:
+        except BaseException:
             logger.exception("step %s failed", step.name)
             rec.duration_s = round(time.perf_counter() - t0, 3)
             raise

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import datetime as dt
 import shutil
-import tarfile
 import tempfile
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from harness import uris
+from harness.archives import extract_archive
 from harness.errors import HarnessError
 from harness.inference_client import ping
 from harness.stages import StageContext, StageRunner
@@ -60,22 +60,10 @@ def validate_hosting_requests(request: dict[str, Any]) -> dict[str, Any]:
 
 
 def extract_model_archive(archive: Path, dest: Path) -> None:
-    """Unpack model.tar.gz; refuse absolute paths, '..' members and links leaving ``dest``."""
-    try:
-        with tarfile.open(archive, "r:*") as tar:
-            for member in tar.getmembers():
-                path = PurePosixPath(member.name)
-                if path.is_absolute() or ".." in path.parts:
-                    raise HarnessError("unsafe member in the model archive", file=str(archive),
-                                       expected="relative paths such as 1/saved_model.pb",
-                                       got=member.name)
-            tar.extractall(dest, filter="data")
-    except FileNotFoundError:
-        raise HarnessError("model archive not found", file=str(archive),
-                           field="CreateModel.PrimaryContainer.ModelDataUrl") from None
-    except (tarfile.TarError, EOFError, OSError) as e:
-        raise HarnessError(f"cannot read the model archive ({e})", file=str(archive),
-                           expected="a gzipped tar holding <version>/saved_model.pb") from None
+    """Unpack model.tar.gz safely (see harness.archives.extract_archive)."""
+    extract_archive(archive, dest, what="model archive",
+                    expected="a gzipped tar holding <version>/saved_model.pb "
+                    "(CreateModel.PrimaryContainer.ModelDataUrl)")
 
 
 class LocalDeployRunner(StageRunner):

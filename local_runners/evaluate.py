@@ -8,7 +8,6 @@ the executor from ``Passed``.
 """
 from __future__ import annotations
 
-import tarfile
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from harness import uris
+from harness.archives import extract_archive, newest_model_version
 from harness.errors import DataError, HarnessError
 from harness.stages import StageContext, StageRunner
 from harness.storage import atomic_dir, write_json_atomic
@@ -35,29 +35,11 @@ def _required(request: dict[str, Any], key: str) -> Any:
     return request[key]
 
 
-def newest_version_dir(root: Path, source: str) -> Path:
-    """The ``<version>/`` directory with the highest number that holds a saved_model.pb."""
-    versions = [p for p in root.iterdir()
-                if p.is_dir() and p.name.isdigit() and (p / "saved_model.pb").is_file()]
-    if not versions:
-        found = sorted(p.name for p in root.iterdir())
-        raise DataError("no model version in the archive", file=source,
-                        expected="<version>/saved_model.pb with a numeric version, e.g. "
-                        "1/saved_model.pb", got=", ".join(found) or "an empty archive")
-    return max(versions, key=lambda p: int(p.name))
-
-
 def extract_model(archive: Path, dest: Path) -> Path:
-    try:
-        with tarfile.open(archive, "r:gz") as tar:
-            tar.extractall(dest, filter="data")
-    except FileNotFoundError:
-        raise DataError("model archive not found", file=str(archive),
-                        expected="the training job's output/model.tar.gz") from None
-    except (tarfile.TarError, OSError, EOFError) as e:
-        raise DataError(f"cannot unpack the model archive ({e})", file=str(archive),
-                        expected="a gzipped tar archive") from None
-    return newest_version_dir(dest, str(archive))
+    """Unpack model.tar.gz; return the newest ``<version>/`` directory in it."""
+    extract_archive(archive, dest, what="model archive",
+                    expected="the training job's output/model.tar.gz")
+    return newest_model_version(dest)[1]
 
 
 def predict(version_dir: Path, x: np.ndarray) -> np.ndarray:

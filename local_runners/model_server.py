@@ -40,6 +40,7 @@ import numpy as np
 import orjson
 from aiohttp import web
 
+from harness.archives import newest_model_version
 from harness.errors import HarnessError
 
 log = logging.getLogger(__name__)
@@ -110,24 +111,12 @@ class Signature:
                 "method_name": "tensorflow/serving/predict"}
 
 
-def newest_version(model_dir: Path) -> tuple[int, Path]:
-    """The highest integer-named sub-directory that holds a saved_model.pb."""
-    versions = [(int(p.name), p) for p in Path(model_dir).iterdir()
-                if p.is_dir() and p.name.isdigit() and (p / "saved_model.pb").is_file()
-                ] if Path(model_dir).is_dir() else []
-    if not versions:
-        raise HarnessError("no servable SavedModel version found", file=str(model_dir),
-                           expected="<model_dir>/<version>/saved_model.pb with an integer "
-                           "version directory, e.g. 1/saved_model.pb")
-    return max(versions)
-
-
 class LoadedModel:
     """A SavedModel version loaded with tf.saved_model.load and warmed up."""
 
     def __init__(self, model_dir: Path):
         import tensorflow as tf
-        self.version, self.path = newest_version(model_dir)
+        self.version, self.path = newest_model_version(model_dir)
         try:
             loaded = tf.saved_model.load(str(self.path))
         except Exception as e:  # TF raises many types for a corrupt model

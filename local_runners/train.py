@@ -15,7 +15,6 @@ import json
 import os
 import runpy
 import sys
-import tarfile
 import time
 import traceback
 from datetime import datetime, timezone
@@ -23,8 +22,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from harness import uris
-from harness.code_package import pack_directory
-from harness.errors import HarnessError, StepFailed
+from harness.archives import extract_archive, pack_directory
+from harness.errors import DataError, HarnessError, StepFailed
 from harness.metrics import MetricParser
 from harness.stages import StageContext, StageRunner
 from harness.storage import atomic_dir
@@ -137,7 +136,7 @@ class LocalTrainingRunner(StageRunner):
         if not sourcedir.is_file():
             raise StepFailed("train", f"training job {name} failed: the code package is "
                              "missing", file=str(sourcedir),
-                             expected="sourcedir.tar.gz (harness.code_package.pack_source_dir)")
+                             expected="sourcedir.tar.gz (harness.archives.pack_source_dir)")
         epochs = self._int(hps.get("epochs"))
 
         start = time.time()
@@ -217,12 +216,10 @@ class LocalTrainingRunner(StageRunner):
     def _extract(sourcedir: Path, dest: Path, job: str) -> None:
         dest.mkdir()
         try:
-            with tarfile.open(sourcedir, "r:gz") as tar:
-                tar.extractall(dest, filter="data")
-        except (tarfile.TarError, OSError, EOFError) as e:
-            raise StepFailed("train", f"training job {job} failed: cannot unpack the code "
-                             f"package ({e})", file=str(sourcedir),
-                             expected="a gzipped tar archive") from None
+            extract_archive(sourcedir, dest, what="code package", expected="sourcedir.tar.gz")
+        except DataError as e:
+            raise StepFailed("train", f"training job {job} failed: {e.problem}", file=e.file,
+                             expected=e.expected, got=e.got) from None
 
     @staticmethod
     def _environment(hps: dict[str, str], channels: dict[str, Path], program: str, submit: str,

@@ -102,7 +102,7 @@ def test_bad_inputs_name_the_file_and_leave_no_output(trained, tmp_path):
     empty = tmp_path / "empty.tar.gz"
     with tarfile.open(empty, "w:gz"):
         pass
-    with pytest.raises(DataError, match="no model version in the archive"):
+    with pytest.raises(DataError, match="no servable SavedModel version found"):
         LocalEvaluateRunner().run({**req, "ModelArtifacts": uris.file_uri(empty)}, _ctx())
     with pytest.raises(HarnessError, match="field 'Metric'"):
         LocalEvaluateRunner().run({**req, "Metric": "f1"}, _ctx())

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from harness import uris
-from harness.code_package import pack_source_dir
+from harness.archives import pack_source_dir
 from harness.config import PipelineConfig
 from harness.errors import StepFailed
 from harness.idx import read_idx

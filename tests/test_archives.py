@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.code_package import pack_source_dir
+from harness.archives import pack_source_dir
 from harness.errors import HarnessError
 from harness.uris import file_uri
 

@@ -1,4 +1,6 @@
-"""Pack a training source directory into ``sourcedir.tar.gz`` the way SageMaker expects.
+"""The tarballs SageMaker uses: pack ``sourcedir.tar.gz`` / ``model.tar.gz``, unpack them.
+
+Packing a training source directory into ``sourcedir.tar.gz`` the way SageMaker expects:
 
 The archive holds the directory's files at its root (``train.py``, ...). It is
 deterministic: entries sorted, owner and times zeroed, modes normalised, no Python
@@ -11,10 +13,10 @@ import gzip
 import os
 import tarfile
 import uuid
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from harness import uris
-from harness.errors import HarnessError
+from harness.errors import DataError, HarnessError
 
 EXCLUDED_DIRS = {"__pycache__", ".pytest_cache", ".ipynb_checkpoints", ".git", ".mypy_cache"}
 EXCLUDED_SUFFIXES = (".pyc", ".pyo")
@@ -91,3 +93,39 @@ def pack_directory(src_dir: str | os.PathLike, dest_tar_gz: str | os.PathLike, *
         tmp.unlink(missing_ok=True)
         raise
     return dest
+
+
+def extract_archive(archive: Path, dest: Path, *, what: str, expected: str) -> None:
+    """Unpack a (gzipped) tar into ``dest``; refuse absolute paths, '..' and links out.
+
+    ``what`` names the archive in errors ("model archive", "code package").
+    """
+    try:
+        with tarfile.open(archive, "r:*") as tar:
+            for member in tar.getmembers():
+                path = PurePosixPath(member.name)
+                if path.is_absolute() or ".." in path.parts:
+                    raise DataError(f"unsafe member in the {what}", file=str(archive),
+                                    expected="relative paths such as 1/saved_model.pb",
+                                    got=member.name)
+            tar.extractall(dest, filter="data")
+    except FileNotFoundError:
+        raise DataError(f"{what} not found", file=str(archive), expected=expected) from None
+    except (tarfile.TarError, EOFError, OSError) as e:
+        raise DataError(f"cannot unpack the {what} ({e})", file=str(archive),
+                        expected=expected) from None
+
+
+def newest_model_version(model_dir: Path) -> tuple[int, Path]:
+    """The highest integer-named ``<version>/`` holding a saved_model.pb (TF Serving's rule)."""
+    model_dir = Path(model_dir)
+    found = sorted(p.name for p in model_dir.iterdir()) if model_dir.is_dir() else []
+    versions = [(int(p.name), p) for p in model_dir.iterdir()
+                if p.is_dir() and p.name.isdigit() and (p / "saved_model.pb").is_file()
+                ] if model_dir.is_dir() else []
+    if not versions:
+        raise DataError("no servable SavedModel version found", file=str(model_dir),
+                        expected="<model_dir>/<version>/saved_model.pb with an integer "
+                        "version directory, e.g. 1/saved_model.pb",
+                        got=", ".join(found) or "an empty directory")
+    return max(versions)
