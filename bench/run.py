@@ -64,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
         console.print("[bold]trainer throughput and accuracy[/bold] …")
         results["train"] = bench_train()
     out = ROOT / "bench" / "results.json"
+    if args.only and out.exists():  # a partial run updates the figures it measured
+        results = {**json.loads(out.read_text()), **results}
     out.write_text(json.dumps(results, indent=2) + "\n")
 
     table = Table(title=f"make bench — {results['date']}")
@@ -85,14 +87,14 @@ def main(argv: list[str] | None = None) -> int:
         t = results["train"]
         row("trainer ÷ bare model.fit throughput", f"{t['throughput_ratio']:.3f}", "≥ 0.95",
             t["throughput_ratio"] >= 0.95)
-        row("accuracy, held-out sample digits", f"{t['heldout_accuracy']:.4f}", "≥ 0.95",
-            t["heldout_accuracy"] >= 0.95)
-        if t.get("t10k_accuracy") is not None:
-            row("accuracy, real MNIST test set (10,000)", f"{t['t10k_accuracy']:.4f}", "≥ 0.95",
-                t["t10k_accuracy"] >= 0.95)
+        row("accuracy, held-out sample digits", f"{t['heldout_sample_accuracy']:.4f}", "≥ 0.95",
+            t["heldout_sample_accuracy"] >= 0.95)
+        if t.get("mnist_t10k_accuracy") is not None:
+            row("accuracy, real MNIST test set (10,000)", f"{t['mnist_t10k_accuracy']:.4f}",
+                "≥ 0.95", t["mnist_t10k_accuracy"] >= 0.95)
         else:
             table.add_row("accuracy, real MNIST test set", "skipped", "≥ 0.95",
-                          t.get("t10k_note", "../shared/data/mnist-t10k not found"))
+                          t.get("note", "../shared/data/mnist-t10k not found"))
     console.print(table)
     console.print(f"Written: {out}")
     return 0

@@ -47,15 +47,17 @@ def _write_split(directory: Path, x: np.ndarray, y: np.ndarray) -> None:
     (directory / "_SUCCESS").write_text("")
 
 
-def _bare_fit(x, y, hps: dict[str, Any]) -> float:
-    """Seconds for model.fit of the same network, same data, no harness."""
+def _bare_fit(x, y, validation, hps: dict[str, Any]) -> float:
+    """Seconds for model.fit of the same network on the same data (incl. the per-epoch
+    validation the script does), with no harness around it."""
     import keras
     from model.network import build_model
     keras.utils.set_random_seed(int(hps["seed"]))
-    model = build_model(28, 28, 10, learning_rate=float(hps["learning_rate"]))
+    model = build_model(28, 28, 10, learning_rate=float(hps["learning_rate"]),
+                        shift=float(hps.get("shift", 0.1)))
     start = time.perf_counter()
     model.fit(x, y, batch_size=int(hps["batch_size"]), epochs=int(hps["epochs"]),
-              shuffle=True, verbose=0)
+              validation_data=validation, shuffle=True, verbose=0)
     return time.perf_counter() - start
 
 
@@ -86,16 +88,25 @@ def bench_train(hyperparameters: dict[str, Any] | None = None) -> dict[str, Any]
         for split, idx in parts.items():
             _write_split(uris.local_path(layout.processed_split(split)), x[idx], y[idx])
         pack_source_dir(ROOT / "model", uris.local_path(layout.sourcedir))
-        names = Names(cfg, "bench")
         ctx = StageContext(run_id="bench", step="train", config=cfg, log=log)
+        train_xy = x[parts["train"]], y[parts["train"]]
+        val_xy = x[parts["validation"]], y[parts["validation"]]
 
-        bare_s = _bare_fit(x[parts["train"]], y[parts["train"]], hps)
-        start = time.perf_counter()
-        trained = LocalTrainingRunner().run(
-            training_request(cfg, layout, names, PREPARED, image="local"), ctx)
-        wall_s = time.perf_counter() - start
-        job_dir = uris.local_path(layout.training) / names.training_job
-        script = json.loads((job_dir / "output" / "data" / "metrics.json").read_text())
+        # Alternate bare and harness runs, best of two each: the machine's noise
+        # (other processes, CPU frequency) is larger than the difference measured.
+        bare_runs, runner_runs = [], []
+        for attempt in range(2):
+            bare_runs.append(_bare_fit(*train_xy, val_xy, hps))
+            names = Names(cfg, f"bench{attempt}")
+            start = time.perf_counter()
+            trained = LocalTrainingRunner().run(
+                training_request(cfg, layout, names, PREPARED, image="local"), ctx)
+            wall_s = time.perf_counter() - start
+            job_dir = uris.local_path(layout.training) / names.training_job
+            script = json.loads((job_dir / "output" / "data" / "metrics.json").read_text())
+            runner_runs.append((script["fit_seconds"], wall_s, script, trained))
+        bare_s = min(bare_runs)
+        _, wall_s, script, trained = min(runner_runs, key=lambda r: r[0])
 
         images = len(parts["train"]) * int(hps["epochs"])
         bare_ips = images / bare_s
