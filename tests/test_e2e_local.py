@@ -141,3 +141,31 @@ def test_bad_config_value_exits_2_naming_the_field(tmp_path):
     text = " ".join(proc.stdout.split())
     assert str(cfg) in text and "deploy.port" in text and "65535" in text
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
+def test_resume_with_impossible_gate_deploys_nothing_and_keeps_the_earlier_run(good_run):
+    runs, run_id, _ = good_run
+    before = {p: p.stat().st_mtime_ns for p in (runs / run_id).rglob("*")}
+    proc = harness("run", "--runs-dir", str(runs), "--resume", run_id, "--from", "evaluate",
+                   "--set", "evaluate.threshold=1.0")
+    assert proc.returncode == 1
+    text = " ".join(proc.stdout.split())
+    assert "model below threshold: accuracy = 0.98" in text and "threshold 1.0000" in text
+    assert "nothing was deployed" in text and "--from train" in text
+    (new,) = [p for p in runs.iterdir() if p.name != run_id]
+    record = json.loads((new / "record.json").read_text())
+    assert record["resumed_from"] == run_id and record["failed_step"] == "evaluate"
+    assert [s["status"] for s in record["steps"]] == ["REUSED"] * 3 + ["SUCCEEDED"] + ["PENDING"] * 2
+    assert not (new / "steps" / "deploy").exists()
+    assert {p: p.stat().st_mtime_ns for p in (runs / run_id).rglob("*")} == before
+
+
+def test_local_path_never_imports_boto3():
+    code = ("import sys, harness.cli, harness.executor\n"
+            "from harness.backends import RUNNERS, runner_for\n"
+            "[runner_for(b, k) for b, k in RUNNERS if b == 'local']\n"
+            "print('boto3' in sys.modules, 'botocore' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["False", "False"]
