@@ -104,6 +104,18 @@ class InferConfig(_Section):
     batch_size: int = Field(100, ge=1, le=500)
 
 
+class CloudConfig(_Section):
+    """Where the cloud backend runs; credentials come from the AWS environment, never here."""
+
+    region: str = "us-east-1"
+    profile: str | None = None
+    stack_name: str = "mlharness"
+    bucket: str | None = Field(None, description="default: the bucket the stack created")
+    prefix: str = "mlharness/runs"
+    endpoint_url: str | None = Field(None, description="an emulator's URL (moto, LocalStack)")
+    poll_seconds: float = Field(30.0, gt=0)
+
+
 class PipelineConfig(_Section):
     backend: Backend = "local"
     runs_dir: str = "runs"
@@ -113,6 +125,7 @@ class PipelineConfig(_Section):
     evaluate: EvaluateConfig = EvaluateConfig()
     deploy: DeployConfig = DeployConfig()
     infer: InferConfig = InferConfig()
+    cloud: CloudConfig = CloudConfig()
 
     def runs_path(self) -> Path:
         p = Path(os.path.expanduser(self.runs_dir))
