@@ -20,12 +20,10 @@ RUNNERS: dict[tuple[str, str], str] = {
     ("local", "infer"): "local_runners.infer:LocalInferRunner",
 }
 
-# Container images each backend names in its requests. Locally the "image" is the
-# in-process trainer and the embedded server; the cloud backend looks the real URIs
-# up with sagemaker-core's image_uris.
-IMAGES: dict[str, dict[str, str]] = {
-    "local": {"training": "local/tensorflow-training:2.19-cpu (in-process)",
-              "serving": "local/tensorflow-serving:2.19 (embedded server)"},
+# Per backend, what happens before the first step: where the run's data lives, how the
+# code reaches the jobs, which images and role the requests name.
+SETUPS: dict[str, str] = {
+    "local": "harness.local_setup:LocalSetup",
 }
 
 
@@ -35,10 +33,27 @@ def available_backends() -> list[str]:
 
 def check_backend(backend: str) -> None:
     missing = [k for k in STAGE_KINDS if (backend, k) not in RUNNERS]
+    if backend not in SETUPS:
+        missing.append("setup")
     if missing:
         raise ConfigError(
             f"backend '{backend}' is not available yet (no runner for: {', '.join(missing)})",
             field="backend", expected="one of " + ", ".join(available_backends()))
+
+
+def _load(target: str):
+    module_name, cls_name = target.split(":")
+    return getattr(importlib.import_module(module_name), cls_name)
+
+
+def setup_for(backend: str, cfg):
+    """The backend's setup object (see harness.local_setup.LocalSetup for the interface)."""
+    try:
+        target = SETUPS[backend]
+    except KeyError:
+        raise ConfigError(f"backend '{backend}' has no setup", field="backend",
+                          expected="one of " + ", ".join(sorted(SETUPS))) from None
+    return _load(target)(cfg)
 
 
 def runner_for(backend: str, kind: str) -> StageRunner:
@@ -47,6 +62,4 @@ def runner_for(backend: str, kind: str) -> StageRunner:
     except KeyError:
         raise ConfigError(f"no '{kind}' runner for backend '{backend}'", field="backend",
                           expected="one of " + ", ".join(available_backends())) from None
-    module_name, cls_name = target.split(":")
-    cls = getattr(importlib.import_module(module_name), cls_name)
-    return cls()
+    return _load(target)()

@@ -8,20 +8,17 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from harness import uris
-from harness.backends import IMAGES, check_backend, runner_for
-from harness.archives import pack_source_dir
-from harness.config import PROJECT_ROOT, PipelineConfig
+from harness.backends import check_backend, runner_for, setup_for
+from harness.config import PipelineConfig
 from harness.errors import GateFailed, HarnessError, StepFailed
 from harness.pipeline import GATE, STEPS, BuildContext, get_step
 from harness.progress import NullProgress, Progress
-from harness.requests import Layout, Names, glue_job_definition
+from harness.requests import Names
 from harness.runs import RunRecord, RunStore, StepRecord, new_run_id, now_iso
 from harness.stages import StageContext
 from harness.storage import write_json_atomic
@@ -78,16 +75,6 @@ class LocalExecutor:
             cmd += f" --config {self.config_file}"
         return cmd + f" --resume {run_id} --from {step}"
 
-    def _stage_code(self, layout: Layout) -> dict[str, dict[str, Any]]:
-        """Put the code where the jobs read it, as the cloud upload does; register the Glue job."""
-        cfg = self.cfg
-        pack_source_dir(PROJECT_ROOT / cfg.train.source_dir, uris.local_path(layout.sourcedir))
-        script_src = PROJECT_ROOT / cfg.etl.script
-        script_dst = uris.local_path(layout.glue_script(cfg))
-        script_dst.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(script_src, script_dst)
-        return {cfg.etl.job_name: glue_job_definition(cfg, layout)}
-
     def _reused_outputs(self, resume: str, from_step: str | None
                         ) -> tuple[str, dict[str, dict[str, Any]]]:
         old = self.store.load(resume)
@@ -127,13 +114,14 @@ class LocalExecutor:
         run_dir = self.store.create(record)
         self.record = record
         write_json_atomic(run_dir / "config.json", cfg.model_dump(mode="json"))
-        layout = Layout(uris.file_uri(run_dir))
+        setup = setup_for(cfg.backend, cfg)
+        layout = setup.layout(run_id, run_dir)
         build = BuildContext(cfg=cfg, layout=layout, names=Names(cfg, run_id),
-                             images=IMAGES[cfg.backend])
+                             images=setup.images, role=setup.role)
         resources = contextlib.ExitStack()
         t_run = time.perf_counter()
         try:
-            glue_jobs = self._stage_code(layout)
+            glue_jobs = setup.stage_code(layout)
             for step in STEPS:
                 rec = record.step(step.name)
                 if step.name in reused:

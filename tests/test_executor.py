@@ -18,7 +18,7 @@ def cfg(tmp_path, monkeypatch):
     for kind in KINDS:
         monkeypatch.setitem(backends.RUNNERS, ("emulator", kind),
                             f"executor_fakes:Fake{'Train' if kind == 'train' else kind.title()}")
-    monkeypatch.setitem(backends.IMAGES, "emulator", {"training": "t", "serving": "s"})
+    monkeypatch.setitem(backends.SETUPS, "emulator", "harness.local_setup:LocalSetup")
     executor_fakes.CALLS.clear()
     return load_config(overrides={"backend": "emulator", "runs_dir": str(tmp_path / "runs")})
 
