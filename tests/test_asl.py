@@ -7,7 +7,13 @@ import pytest
 from harness.asl import compile_state_machine, execution_input
 from harness.asl_check import validate
 from harness.config import load_config
-from harness.requests import Layout, Names, etl_request, hosting_requests, training_request
+from harness.requests import (
+    Layout,
+    Names,
+    etl_request,
+    hosting_requests,
+    training_request,
+)
 
 IMAGES = {"training": "img-train", "serving": "img-serve"}
 ROLE = "arn:aws:iam::111122223333:role/harness-sagemaker"

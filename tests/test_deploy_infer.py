@@ -6,7 +6,6 @@ import copy
 import io
 import logging
 import socket
-import sys
 import tarfile
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from support import D, call, in_process, save_tiny_model
 
 from harness import uris
 from harness.config import PipelineConfig
@@ -22,9 +22,6 @@ from harness.requests import Layout, Names, hosting_requests, infer_request
 from harness.stages import StageContext
 from local_runners.deploy import LocalDeployRunner
 from local_runners.infer import LocalInferRunner
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_model_server import D, call, in_process, save_tiny_model  # noqa: E402
 
 PROJECT = Path(__file__).resolve().parent.parent
 N_TEST = 230

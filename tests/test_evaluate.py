@@ -6,13 +6,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support import sample_digits, write_split
 
 from harness import uris
 from harness.config import PipelineConfig
 from harness.errors import DataError, HarnessError
 from harness.stages import StageContext
 from local_runners.evaluate import LocalEvaluateRunner, score
-from test_train import sample_digits, write_split
 
 pytestmark = pytest.mark.slow
 
@@ -21,6 +21,7 @@ pytestmark = pytest.mark.slow
 def trained(tmp_path_factory):
     """One tiny real model (1 epoch on 1,000 sample digits), packed like a training job's."""
     import keras
+
     from model.network import build_model, export_saved_model
 
     tmp = tmp_path_factory.mktemp("evaluate")

@@ -1,9 +1,9 @@
 """The executor's records, failure handling, resume and gate, with stand-in runners."""
 import json
 
+import executor_fakes
 import pytest
 
-import executor_fakes
 from harness import backends
 from harness.config import load_config
 from harness.errors import GateFailed, StepFailed

@@ -1,20 +1,23 @@
 """The endpoint client gives the in-process predictions over both HTTP transports."""
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from support import C, D, in_process, save_tiny_model
 
 from harness.errors import HarnessError
-from harness.inference_client import (EndpointClient, EndpointError, HttpInvocationsTransport,
-                                      HttpTfServingTransport, client_for_endpoint, ping)
+from harness.inference_client import (
+    EndpointClient,
+    EndpointError,
+    HttpInvocationsTransport,
+    HttpTfServingTransport,
+    client_for_endpoint,
+    ping,
+)
 from local_runners.model_server import ModelServer
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_model_server import D, C, in_process, save_tiny_model  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,6 @@
 """The embedded model server speaks the TF Serving REST API and the SageMaker contract."""
 from __future__ import annotations
 
-import http.client
 import json
 import os
 import socket
@@ -11,57 +10,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from support import C, D, call, in_process, save_tiny_model
 
 from harness.errors import HarnessError
 from local_runners.model_server import ModelServer
 
-D, C = 12, 3
 PROJECT = Path(__file__).resolve().parent.parent
 
 
-def save_tiny_model(model_dir: Path, version: int = 1, seed: int = 0) -> Path:
-    """A real SavedModel with the serving contract: pixels [N, D] -> probabilities, classes."""
-    import keras
-    import tensorflow as tf
 
-    net = keras.Sequential([keras.Input((D,)), keras.layers.Dense(C, activation="softmax")])
-    rng = np.random.default_rng(seed)
-    net.layers[0].set_weights([rng.normal(0, 3, (D, C)).astype(np.float32),
-                               np.zeros(C, np.float32)])
-
-    class Serving(tf.Module):
-        def __init__(self, net):
-            super().__init__()
-            self.net = net
-
-        @tf.function(input_signature=[tf.TensorSpec([None, D], tf.float32, name="pixels")])
-        def serve(self, pixels):
-            p = self.net(pixels)
-            return {"probabilities": p, "classes": tf.argmax(p, axis=1)}
-
-    module = Serving(net)
-    out = model_dir / str(version)
-    tf.saved_model.save(module, str(out), signatures={"serving_default": module.serve})
-    return out
-
-
-def in_process(version_dir: Path, x: np.ndarray) -> dict[str, np.ndarray]:
-    import tensorflow as tf
-    fn = tf.saved_model.load(str(version_dir)).signatures["serving_default"]
-    return {k: v.numpy() for k, v in fn(pixels=tf.constant(x)).items()}
-
-
-def call(url: str, method: str, path: str, body: bytes | dict | None = None,
-         headers: dict | None = None) -> tuple[int, object]:
-    host, port = url.removeprefix("http://").split(":")
-    conn = http.client.HTTPConnection(host, int(port), timeout=30)
-    if isinstance(body, dict):
-        body = json.dumps(body).encode()
-    conn.request(method, path, body=body, headers=headers or {"Content-Type": "application/json"})
-    resp = conn.getresponse()
-    data = resp.read()
-    conn.close()
-    return resp.status, (json.loads(data) if data else None)
 
 
 @pytest.fixture(scope="module")

@@ -3,8 +3,14 @@ import re
 
 from harness.config import load_config
 from harness.pipeline import STEPS, BuildContext
-from harness.requests import Layout, Names, etl_request, glue_job_definition, hosting_requests, \
-    training_request
+from harness.requests import (
+    Layout,
+    Names,
+    etl_request,
+    glue_job_definition,
+    hosting_requests,
+    training_request,
+)
 
 PREPARED = {"RawUri": "s3://b/p/data/raw", "ImageHeight": 28, "ImageWidth": 28, "NumClasses": 10}
 

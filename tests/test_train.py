@@ -11,12 +11,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from support import sample_digits, write_split
 
 from harness import uris
 from harness.archives import pack_source_dir
 from harness.config import PipelineConfig
 from harness.errors import StepFailed
-from harness.idx import read_idx
 from harness.requests import Layout, Names, training_request
 from harness.stages import StageContext
 from local_runners.train import LocalTrainingRunner
@@ -25,26 +25,6 @@ from model.data import DataFormatError, load_split
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "fixtures" / "mnist-sample"
 PREPARED = {"ImageHeight": 28, "ImageWidth": 28, "NumClasses": 10}
-
-
-def sample_digits(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """``n`` shuffled real digits from the bundled sample, normalised as the ETL does."""
-    x = read_idx(SAMPLE / "train-images-idx3-ubyte.gz").reshape(-1, 784).astype(np.float32) / 255
-    y = read_idx(SAMPLE / "train-labels-idx1-ubyte.gz").astype(np.int64)
-    idx = np.random.default_rng(seed).permutation(len(y))[:n]
-    return x[idx], y[idx]
-
-
-def write_split(directory: Path, x: np.ndarray, y: np.ndarray, parts: int = 2) -> Path:
-    """Write a split the way the ETL's Spark job does: part files plus _SUCCESS."""
-    directory.mkdir(parents=True)
-    pixels = pa.array(list(x), type=pa.list_(pa.float32()))
-    table = pa.table({"pixels": pixels, "label": pa.array(y, type=pa.int32())})
-    step = -(-len(y) // parts)
-    for i in range(parts):
-        pq.write_table(table.slice(i * step, step), directory / f"part-{i:05d}-x.snappy.parquet")
-    (directory / "_SUCCESS").write_text("")
-    return directory
 
 
 def write_splits(layout: Layout, sizes=(1200, 300, 300), seed: int = 0) -> None:

@@ -1,0 +1,82 @@
+"""Helpers shared by several test modules: a tiny real SavedModel with the serving
+contract, an in-process reference call, a raw HTTP call, and real digits written as the
+ETL writes them."""
+from __future__ import annotations
+
+import http.client
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from harness.idx import read_idx
+
+D, C = 12, 3
+SAMPLE = Path(__file__).resolve().parent.parent / "fixtures" / "mnist-sample"
+
+
+def save_tiny_model(model_dir: Path, version: int = 1, seed: int = 0) -> Path:
+    """A real SavedModel with the serving contract: pixels [N, D] -> probabilities, classes."""
+    import keras
+    import tensorflow as tf
+
+    net = keras.Sequential([keras.Input((D,)), keras.layers.Dense(C, activation="softmax")])
+    rng = np.random.default_rng(seed)
+    net.layers[0].set_weights([rng.normal(0, 3, (D, C)).astype(np.float32),
+                               np.zeros(C, np.float32)])
+
+    class Serving(tf.Module):
+        def __init__(self, net):
+            super().__init__()
+            self.net = net
+
+        @tf.function(input_signature=[tf.TensorSpec([None, D], tf.float32, name="pixels")])
+        def serve(self, pixels):
+            p = self.net(pixels)
+            return {"probabilities": p, "classes": tf.argmax(p, axis=1)}
+
+    module = Serving(net)
+    out = model_dir / str(version)
+    tf.saved_model.save(module, str(out), signatures={"serving_default": module.serve})
+    return out
+
+
+def in_process(version_dir: Path, x: np.ndarray) -> dict[str, np.ndarray]:
+    import tensorflow as tf
+    fn = tf.saved_model.load(str(version_dir)).signatures["serving_default"]
+    return {k: v.numpy() for k, v in fn(pixels=tf.constant(x)).items()}
+
+
+def call(url: str, method: str, path: str, body: bytes | dict | None = None,
+         headers: dict | None = None) -> tuple[int, object]:
+    host, port = url.removeprefix("http://").split(":")
+    conn = http.client.HTTPConnection(host, int(port), timeout=30)
+    if isinstance(body, dict):
+        body = json.dumps(body).encode()
+    conn.request(method, path, body=body, headers=headers or {"Content-Type": "application/json"})
+    resp = conn.getresponse()
+    data = resp.read()
+    conn.close()
+    return resp.status, (json.loads(data) if data else None)
+
+
+def sample_digits(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` shuffled real digits from the bundled sample, normalised as the ETL does."""
+    x = read_idx(SAMPLE / "train-images-idx3-ubyte.gz").reshape(-1, 784).astype(np.float32) / 255
+    y = read_idx(SAMPLE / "train-labels-idx1-ubyte.gz").astype(np.int64)
+    idx = np.random.default_rng(seed).permutation(len(y))[:n]
+    return x[idx], y[idx]
+
+
+def write_split(directory: Path, x: np.ndarray, y: np.ndarray, parts: int = 2) -> Path:
+    """Write a split the way the ETL's Spark job does: part files plus _SUCCESS."""
+    directory.mkdir(parents=True)
+    pixels = pa.array(list(x), type=pa.list_(pa.float32()))
+    table = pa.table({"pixels": pixels, "label": pa.array(y, type=pa.int32())})
+    step = -(-len(y) // parts)
+    for i in range(parts):
+        pq.write_table(table.slice(i * step, step), directory / f"part-{i:05d}-x.snappy.parquet")
+    (directory / "_SUCCESS").write_text("")
+    return directory
