@@ -127,6 +127,8 @@ def _print_summary(console: Console, s: dict[str, Any]) -> None:
     table.add_row("artifacts", s["run_dir"])
     table.add_row("model", s["artifacts"]["model"])
     table.add_row("evaluation", s["artifacts"]["evaluation"])
+    if s["artifacts"].get("confusion_matrix_plot"):
+        table.add_row("plot", s["artifacts"]["confusion_matrix_plot"])
     table.add_row("test accuracy", f"{s['test_accuracy']:.4f}")
     table.add_row("endpoint accuracy", f"{s['endpoint_accuracy']:.4f} (same test split, over HTTP)")
     table.add_row("endpoint", f"{s['endpoint']}  {s.get('endpoint_url') or ''}")

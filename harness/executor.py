@@ -235,6 +235,7 @@ class LocalExecutor:
                 "processed": etl["OutputUri"],
                 "model": train["ModelArtifacts"]["S3ModelArtifacts"],
                 "evaluation": ev["EvaluationUri"],
+                "confusion_matrix_plot": ev.get("PlotUri"),
                 "predictions": inf["PredictionsUri"],
             },
             "test_accuracy": ev["Metrics"]["accuracy"],

@@ -176,6 +176,7 @@ class LocalEvaluateRunner(StageRunner):
                      "passed" if passed else "below threshold")
         return {
             "EvaluationUri": uris.join(output_uri, "evaluation.json"),
+            "PlotUri": uris.join(output_uri, "confusion_matrix.png"),
             "Metrics": result["metrics"],
             "PerClass": result["per_class"],
             "Metric": metric,
