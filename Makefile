@@ -7,13 +7,14 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: install local-run run test test-fast bench runs clean-runs help
+.PHONY: install local-run run test test-fast bench runs help cloud-plan cloud-bootstrap cloud-run cloud-teardown
 
 help:
 	@echo "make local-run   run the whole pipeline offline (installs into .venv first)"
 	@echo "make test        run the test suite"
 	@echo "make bench       benchmarks -> bench/results.json"
 	@echo "make runs        list earlier runs"
+	@echo "make cloud-plan | cloud-bootstrap | cloud-run | cloud-teardown   the same on AWS"
 
 $(STAMP): requirements.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; v=sys.version_info[:2]; sys.exit(0 if (3,11)<=v<=(3,12) else "Python 3.11 or 3.12 is needed (Glue 5 runs 3.11); set PYTHON=/path/to/python3.11")'
@@ -46,3 +47,15 @@ bench: $(STAMP)
 
 runs: $(STAMP)
 	$(BIN)/harness runs
+
+cloud-plan: $(STAMP)
+	$(BIN)/harness cloud plan $(ARGS)
+
+cloud-bootstrap: $(STAMP)
+	$(BIN)/harness cloud bootstrap $(ARGS)
+
+cloud-run: $(STAMP)
+	$(BIN)/harness cloud run $(ARGS)
+
+cloud-teardown: $(STAMP)
+	$(BIN)/harness cloud teardown $(ARGS)

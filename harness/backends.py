@@ -18,12 +18,19 @@ RUNNERS: dict[tuple[str, str], str] = {
     ("local", "evaluate"): "local_runners.evaluate:LocalEvaluateRunner",
     ("local", "deploy"): "local_runners.deploy:LocalDeployRunner",
     ("local", "infer"): "local_runners.infer:LocalInferRunner",
+    ("cloud", "prepare"): "cloud_runners.prepare:CloudPrepareRunner",
+    ("cloud", "etl"): "cloud_runners.etl:CloudEtlRunner",
+    ("cloud", "train"): "cloud_runners.train:CloudTrainingRunner",
+    ("cloud", "evaluate"): "cloud_runners.evaluate:CloudEvaluateRunner",
+    ("cloud", "deploy"): "cloud_runners.deploy:CloudDeployRunner",
+    ("cloud", "infer"): "cloud_runners.infer:CloudInferRunner",
 }
 
 # Per backend, what happens before the first step: where the run's data lives, how the
 # code reaches the jobs, which images and role the requests name.
 SETUPS: dict[str, str] = {
     "local": "harness.local_setup:LocalSetup",
+    "cloud": "cloud_runners.setup:CloudSetup",
 }
 
 

@@ -4,6 +4,7 @@
                 [--resume RUN_ID [--from STEP]] [--keep-serving]
     harness runs
     harness show RUN_ID [--step STEP]
+    harness cloud plan|preflight|bootstrap|run|teardown
 """
 from __future__ import annotations
 
@@ -240,7 +241,42 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("run_id")
     show.add_argument("--step")
     show.set_defaults(func=cmd_show)
+    cloud = sub.add_parser("cloud", help="the pipeline on AWS: plan, bootstrap, run, teardown")
+    cloud_sub = cloud.add_subparsers(dest="cloud_command", required=True)
+    for name, help_text in (
+            ("plan", "dry run: the ASL, every request and the cost estimate; no AWS call"),
+            ("preflight", "check credentials, region and the stack; what a run creates, costs"),
+            ("bootstrap", "create or update the stack: bucket and least-privilege roles"),
+            ("run", "upload data and code, run the Step Functions execution, stream events"),
+            ("teardown", "delete the endpoints and everything else the project created")):
+        p = cloud_sub.add_parser(name, help=help_text)
+        common(p)
+        if name == "plan":
+            p.add_argument("--json", action="store_true", help="print the plan as JSON")
+        if name == "run":
+            p.add_argument("--dry-run", action="store_true",
+                           help="print the plan instead of running (no AWS call)")
+    cloud.set_defaults(func=cmd_cloud)
     return parser
+
+
+def cmd_cloud(args: argparse.Namespace, console: Console) -> int:
+    """Cloud commands live in cloud_runners/ (imported only here: the core stays boto3-free)."""
+    cfg = _cfg(args)
+    if args.cloud_command == "plan":
+        from cloud_runners.plan import cli_plan
+        return cli_plan(cfg, console, as_json=args.json)
+    if args.cloud_command == "preflight":
+        from cloud_runners.preflight import cli_preflight
+        return cli_preflight(cfg, console)
+    if args.cloud_command == "bootstrap":
+        from cloud_runners.infrastructure import cli_bootstrap
+        return cli_bootstrap(cfg, console)
+    if args.cloud_command == "teardown":
+        from cloud_runners.infrastructure import cli_teardown
+        return cli_teardown(cfg, console)
+    from cloud_runners.cloud_run import cloud_run
+    return cloud_run(cfg, console, dry_run=args.dry_run)
 
 
 def main(argv: list[str] | None = None) -> int:

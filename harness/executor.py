@@ -108,13 +108,14 @@ class LocalExecutor:
             raise HarnessError("--from needs --resume RUN_ID (the run whose outputs to reuse)",
                                field="--from")
 
+        setup = setup_for(cfg.backend, cfg)
+        setup.check()
         run_id = run_id or new_run_id()
         record = RunRecord(run_id=run_id, backend=cfg.backend, resumed_from=resume,
                            steps=[StepRecord(s.name, s.kind) for s in STEPS])
         run_dir = self.store.create(record)
         self.record = record
         write_json_atomic(run_dir / "config.json", cfg.model_dump(mode="json"))
-        setup = setup_for(cfg.backend, cfg)
         layout = setup.layout(run_id, run_dir)
         build = BuildContext(cfg=cfg, layout=layout, names=Names(cfg, run_id),
                              images=setup.images, role=setup.role)

@@ -25,6 +25,10 @@ class LocalSetup:
     def __init__(self, cfg: PipelineConfig):
         self.cfg = cfg
 
+    def check(self) -> None:
+        """Before anything is created: nothing to check locally (the cloud checks
+        credentials and the stack here)."""
+
     def layout(self, run_id: str, run_dir: Path) -> Layout:
         return Layout(uris.file_uri(run_dir))
 

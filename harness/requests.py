@@ -85,6 +85,17 @@ class Names:
         return self._name(self.cfg.deploy.model_name + "-endpoint")
 
 
+PROJECT_TAG = "mlharness:project"
+RUN_TAG = "mlharness:run"
+
+
+def resource_tags(cfg: PipelineConfig, names: Names) -> list[dict[str, str]]:
+    """Tags on every resource a run creates: teardown finds the project's resources by
+    ``mlharness:project``; ``mlharness:run`` says which run made them."""
+    return [{"Key": PROJECT_TAG, "Value": cfg.cloud.stack_name},
+            {"Key": RUN_TAG, "Value": names.run_id}]
+
+
 def prepare_request(cfg: PipelineConfig, layout: Layout) -> dict[str, Any]:
     d = cfg.data
     return {
@@ -158,6 +169,11 @@ def training_request(cfg: PipelineConfig, layout: Layout, names: Names, prepared
     hps["sagemaker_program"] = t.entry_point
     hps["sagemaker_submit_directory"] = layout.sourcedir
     hps["model_dir"] = uris.join(layout.training, names.training_job, "model")
+    if t.instance_count > 1:
+        # What the SageMaker SDK sends for distribution={"multi_worker_mirrored_strategy":
+        # {"enabled": True}}: the TensorFlow container then sets TF_CONFIG on every host
+        # and model/train.py trains under MultiWorkerMirroredStrategy.
+        hps["sagemaker_multi_worker_mirrored_strategy_enabled"] = "true"
     body: dict[str, Any] = {
         "TrainingJobName": names.training_job,
         "AlgorithmSpecification": {
@@ -172,6 +188,7 @@ def training_request(cfg: PipelineConfig, layout: Layout, names: Names, prepared
         "ResourceConfig": {"InstanceType": t.instance_type, "InstanceCount": t.instance_count,
                            "VolumeSizeInGB": t.volume_size_gb},
         "StoppingCondition": {"MaxRuntimeInSeconds": t.max_runtime_s},
+        "Tags": resource_tags(cfg, names),
     }
     if role:
         body["RoleArn"] = role
@@ -200,6 +217,7 @@ def hosting_requests(cfg: PipelineConfig, names: Names, model_data_url: str, ima
     }
     if role:
         model["ExecutionRoleArn"] = role
+    model["Tags"] = resource_tags(cfg, names)
     return {
         "CreateModel": model,
         "CreateEndpointConfig": {
@@ -207,9 +225,11 @@ def hosting_requests(cfg: PipelineConfig, names: Names, model_data_url: str, ima
             "ProductionVariants": [{"VariantName": "AllTraffic", "ModelName": names.model,
                                     "InitialInstanceCount": d.initial_instance_count,
                                     "InstanceType": d.instance_type}],
+            "Tags": resource_tags(cfg, names),
         },
         "CreateEndpoint": {"EndpointName": names.endpoint,
-                           "EndpointConfigName": names.endpoint_config},
+                           "EndpointConfigName": names.endpoint_config,
+                           "Tags": resource_tags(cfg, names)},
     }
 
 

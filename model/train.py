@@ -77,18 +77,39 @@ def _fmt(logs: dict, keys: list[tuple[str, str]]) -> str:
     return " ".join(f"{label}={float(logs[key]):.4f}" for key, label in keys if key in logs)
 
 
+def _cluster() -> tuple[list[str], str]:
+    """The training cluster as SageMaker describes it (one host locally)."""
+    hosts = json.loads(os.environ.get("SM_HOSTS") or '["algo-1"]')
+    return hosts, os.environ.get("SM_CURRENT_HOST") or hosts[0]
+
+
+def _strategy(hosts: list[str]):
+    """MultiWorkerMirroredStrategy on a multi-instance job (the TensorFlow container sets
+    TF_CONFIG when the job enables it), else the default single-worker strategy."""
+    import tensorflow as tf
+    if len(hosts) > 1:
+        if "TF_CONFIG" in os.environ:
+            return tf.distribute.MultiWorkerMirroredStrategy()
+        print(f"warning: {len(hosts)} hosts but no TF_CONFIG: each host trains on its own "
+              "(set sagemaker_multi_worker_mirrored_strategy_enabled)", flush=True)
+    return tf.distribute.get_strategy()
+
+
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
     import keras  # imported late: argument errors come back fast
 
+    hosts, current_host = _cluster()
+    strategy = _strategy(hosts)
     keras.utils.set_random_seed(args.seed)
     x_train, y_train = _load(args.train, args)
     validation = _load(args.validation, args) if args.validation else None
     print(f"data: train={len(y_train)} validation={len(validation[1]) if validation else 0} "
           f"image={args.image_height}x{args.image_width} classes={args.num_classes}", flush=True)
 
-    model = build_model(args.image_height, args.image_width, args.num_classes,
-                        learning_rate=args.learning_rate, shift=args.shift)
+    with strategy.scope():
+        model = build_model(args.image_height, args.image_width, args.num_classes,
+                            learning_rate=args.learning_rate, shift=args.shift)
     keys = [("loss", "train_loss"), ("accuracy", "train_accuracy"),
             ("val_loss", "val_loss"), ("val_accuracy", "val_accuracy")]
 
@@ -109,7 +130,14 @@ def main(argv: list[str] | None = None) -> dict:
         metrics.update(test_loss=float(test_loss), test_accuracy=float(test_accuracy))
         print(f"test_loss={test_loss:.4f} test_accuracy={test_accuracy:.4f}", flush=True)
 
-    export_dir = export_saved_model(model, args.sm_model_dir, version=1)
+    if current_host == hosts[0]:  # the chief exports what SageMaker uploads
+        export_dir = export_saved_model(model, args.sm_model_dir, version=1)
+    else:  # other workers take part in the save's collectives, then discard it
+        import shutil
+        import tempfile
+        scratch = tempfile.mkdtemp(prefix="worker-export-")
+        export_dir = export_saved_model(model, scratch, version=1)
+        shutil.rmtree(scratch, ignore_errors=True)
     print(f"exported SavedModel to {export_dir}", flush=True)
     summary = {
         "metrics": metrics,

@@ -96,8 +96,8 @@ def test_endpoint_accuracy_must_match_evaluation(cfg, monkeypatch):
 
 
 def test_unavailable_backend_is_a_clear_error(tmp_path):
-    cfg = load_config(overrides={"backend": "cloud", "runs_dir": str(tmp_path)})
+    cfg = load_config(overrides={"backend": "emulator", "runs_dir": str(tmp_path)})
     from harness.errors import ConfigError
-    with pytest.raises(ConfigError, match="backend 'cloud' is not available yet"):
+    with pytest.raises(ConfigError, match="backend 'emulator' is not available yet"):
         LocalExecutor(cfg).run()
     assert not any(tmp_path.iterdir())

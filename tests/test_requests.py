@@ -97,3 +97,13 @@ def test_every_step_builds_its_request_from_earlier_outputs():
     train = STEPS[2].build(b)
     assert train["InputDataConfig"][0]["DataSource"]["S3DataSource"]["S3Uri"] == \
         "file:///old/data/processed/train"
+
+
+def test_several_training_instances_get_a_distributed_configuration():
+    cfg, layout, names = _ctx("s3://bucket/prefix")
+    single = training_request(cfg, layout, names, PREPARED, image="img")
+    assert "sagemaker_multi_worker_mirrored_strategy_enabled" not in single["HyperParameters"]
+    cfg.train.instance_count = 2
+    multi = training_request(cfg, layout, names, PREPARED, image="img")
+    assert multi["ResourceConfig"]["InstanceCount"] == 2
+    assert multi["HyperParameters"]["sagemaker_multi_worker_mirrored_strategy_enabled"] == "true"

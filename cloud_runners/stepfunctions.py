@@ -1,0 +1,162 @@
+"""The pipeline on AWS Step Functions: create/update the state machine, start, stream events.
+
+The definition is ``harness.asl.compile_state_machine`` (the same request builders as the
+local runs), with the SageMaker execution role in its requests; the state machine itself
+runs as the stack's Step Functions role. Creating is idempotent: an existing machine of
+the same name is updated in place and keeps its ARN.
+"""
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Callable
+
+import boto3.session
+from botocore.exceptions import ClientError
+
+from cloud_runners import aws
+from harness.asl import compile_state_machine
+from harness.config import PipelineConfig
+from harness.errors import HarnessError
+
+END_STATUSES = ("SUCCEEDED", "FAILED", "TIMED_OUT", "ABORTED", "PENDING_REDRIVE")
+_STATE_EVENTS = ("StateEntered", "StateExited")
+
+
+def _client(session: boto3.session.Session, cfg: PipelineConfig | None,
+            arn: str | None = None) -> Any:
+    if cfg is not None:
+        return aws.client(session, "stepfunctions", cfg)
+    region = arn.split(":")[3] if arn and arn.count(":") >= 4 else None
+    return session.client("stepfunctions", **({"region_name": region} if region else {}))
+
+
+def find_state_machine(sfn: Any, name: str) -> str | None:
+    for page in sfn.get_paginator("list_state_machines").paginate():
+        for sm in page.get("stateMachines", []):
+            if sm["name"] == name:
+                return sm["stateMachineArn"]
+    return None
+
+
+def upsert_state_machine(cfg: PipelineConfig, session: boto3.session.Session, role_arn: str,
+                         images: dict[str, str], *, sagemaker_role_arn: str,
+                         run_id: str = "bootstrap") -> str:
+    """Create ``<stack_name>-pipeline`` or update its definition; return its ARN.
+
+    ``role_arn``: the role Step Functions assumes; ``sagemaker_role_arn``: the SageMaker
+    execution role the training job and the model run as (``RoleArn`` /
+    ``ExecutionRoleArn`` in the requests).
+    """
+    sfn = aws.client(session, "stepfunctions", cfg)
+    name = aws.state_machine_name(cfg)
+    poll_s = max(1, int(cfg.cloud.poll_seconds))
+    definition = json.dumps(compile_state_machine(cfg, images, role=sagemaker_role_arn,
+                                                  endpoint_poll_s=poll_s))
+    arn = find_state_machine(sfn, name)
+    if arn is None:
+        try:
+            return sfn.create_state_machine(name=name, definition=definition, roleArn=role_arn,
+                                            type="STANDARD",
+                                            tags=aws.sfn_tags(cfg, run_id))["stateMachineArn"]
+        except ClientError as e:
+            if aws.error_code(e) != "StateMachineAlreadyExists":
+                raise _error("CreateStateMachine", name, e) from None
+            arn = find_state_machine(sfn, name)
+    try:
+        sfn.update_state_machine(stateMachineArn=arn, definition=definition, roleArn=role_arn)
+    except ClientError as e:
+        raise _error("UpdateStateMachine", name, e) from None
+    return arn
+
+
+def _error(call: str, name: str, e: ClientError) -> HarnessError:
+    err = e.response.get("Error", {})
+    return HarnessError(f"Step Functions {call} {name} failed: {err.get('Code')}: "
+                        f"{err.get('Message')}")
+
+
+def start_execution(cfg: PipelineConfig, session: boto3.session.Session, arn: str, run_id: str,
+                    execution_input: dict[str, Any]) -> str:
+    """Start one execution named after the run id; return its ARN."""
+    sfn = aws.client(session, "stepfunctions", cfg)
+    try:
+        return sfn.start_execution(stateMachineArn=arn, name=run_id,
+                                   input=json.dumps(execution_input))["executionArn"]
+    except ClientError as e:
+        if aws.error_code(e) == "ExecutionAlreadyExists":
+            raise HarnessError(f"an execution named {run_id} already exists",
+                               hint="every run needs a new run id") from None
+        raise _error("StartExecution", run_id, e) from None
+
+
+def _details(event: dict[str, Any]) -> dict[str, Any]:
+    for key, value in event.items():
+        if key.endswith("EventDetails") and isinstance(value, dict):
+            return value
+    return {}
+
+
+def stream_events(session: boto3.session.Session, execution_arn: str,
+                  on_event: Callable[[dict[str, Any]], None], poll_s: float = 5.0, *,
+                  cfg: PipelineConfig | None = None, timeout_s: float | None = None
+                  ) -> dict[str, Any]:
+    """Call ``on_event`` for every new history event until the execution ends.
+
+    Each event: ``{"id", "type", "timestamp" (ISO), "step" (the state it belongs to),
+    "duration_s" (on StateExited), "error", "cause" (on failures)}``. Returns the final
+    ``DescribeExecution`` (JSON-able, ``input``/``output`` parsed).
+    """
+    sfn = _client(session, cfg, execution_arn)
+    last_id = 0
+    current_step: str | None = None
+    entered: dict[str, float] = {}
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    while True:
+        # Read the status first: events written before it ended are then all in the history.
+        described = sfn.describe_execution(executionArn=execution_arn)
+        kw: dict[str, Any] = {"executionArn": execution_arn, "maxResults": 1000,
+                              "reverseOrder": False}
+        while True:
+            page = sfn.get_execution_history(**kw)
+            for ev in page.get("events", []):
+                if ev["id"] <= last_id:
+                    continue
+                last_id = ev["id"]
+                details = _details(ev)
+                ts = ev["timestamp"]
+                out: dict[str, Any] = {"id": ev["id"], "type": ev["type"],
+                                       "timestamp": ts.isoformat() if hasattr(ts, "isoformat")
+                                       else str(ts)}
+                if ev["type"].endswith(_STATE_EVENTS) and "name" in details:
+                    current_step = details["name"]
+                    if ev["type"].endswith("StateEntered") and hasattr(ts, "timestamp"):
+                        entered[current_step] = ts.timestamp()
+                    elif current_step in entered and hasattr(ts, "timestamp"):
+                        out["duration_s"] = round(ts.timestamp() - entered[current_step], 3)
+                out["step"] = None if ev["type"].startswith("Execution") else current_step
+                if "error" in details or "cause" in details:
+                    out["error"], out["cause"] = details.get("error"), details.get("cause")
+                on_event(out)
+            if not page.get("nextToken"):
+                break
+            kw["nextToken"] = page["nextToken"]
+        if described["status"] in END_STATUSES:
+            break
+        if deadline is not None and time.monotonic() >= deadline:
+            raise HarnessError(f"execution {execution_arn} still running after {timeout_s:.0f} s")
+        time.sleep(poll_s)
+    final = aws.jsonable(described)
+    for key in ("input", "output"):
+        if isinstance(final.get(key), str):
+            try:
+                final[key] = json.loads(final[key])
+            except ValueError:
+                pass
+    return final
+
+
+def console_url(region: str, execution_arn: str) -> str:
+    """The Step Functions console page of one execution."""
+    return (f"https://{region}.console.aws.amazon.com/states/home?region={region}"
+            f"#/v2/executions/details/{execution_arn}")
