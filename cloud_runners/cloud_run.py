@@ -19,8 +19,12 @@ from cloud_runners.plan import cli_plan
 from cloud_runners.preflight import preflight, render_report
 from cloud_runners.prepare import CloudPrepareRunner
 from cloud_runners.setup import CloudSetup
-from cloud_runners.stepfunctions import console_url, start_execution, stream_events, \
-    upsert_state_machine
+from cloud_runners.stepfunctions import (
+    console_url,
+    start_execution,
+    stream_events,
+    upsert_state_machine,
+)
 from harness.asl import execution_input
 from harness.config import PipelineConfig
 from harness.errors import HarnessError

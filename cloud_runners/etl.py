@@ -15,6 +15,7 @@ from botocore.exceptions import ClientError
 from cloud_runners import aws
 from harness.errors import StepFailed
 from harness.stages import StageContext
+from local_runners.etl import registered_glue_job
 
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED", "TIMEOUT", "ERROR", "EXPIRED")
 FAILED = ("FAILED", "STOPPED", "TIMEOUT", "ERROR", "EXPIRED")
@@ -51,12 +52,7 @@ class CloudEtlRunner(aws.CloudStageRunner):
     kind = "etl"
 
     def _job(self, name: str, ctx: StageContext) -> dict[str, Any]:
-        job = ctx.glue_jobs.get(name)
-        if job is None:
-            known = ", ".join(sorted(ctx.glue_jobs)) or "none"
-            raise StepFailed(ctx.step, f"Glue job '{name}' is not defined", field="JobName",
-                             expected=f"one of the registered jobs ({known})",
-                             hint="the job is created from the etl section of the config")
+        job = registered_glue_job(name, ctx)
         if not job.get("Role"):
             raise StepFailed(ctx.step, f"Glue job '{name}' has no role", field="Role",
                              expected="the stack's Glue role ARN (harness cloud bootstrap "

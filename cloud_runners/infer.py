@@ -14,64 +14,42 @@ from typing import Any
 from cloud_runners import aws
 from cloud_runners.runtime_transport import SageMakerRuntimeTransport
 from harness import uris
-from harness.errors import DataError, HarnessError
+from harness.errors import HarnessError
 from harness.inference_client import client_for_endpoint
 from harness.stages import StageContext
-from local_runners.infer import PREDICTIONS_FILE, _field, write_predictions
-from model.data import DataFormatError, load_split
+from local_runners.infer import (
+    PREDICTIONS_FILE,
+    infer_output,
+    load_test_split,
+    request_fields,
+    score_through_endpoint,
+    write_predictions,
+)
 
 
 class CloudInferRunner(aws.CloudStageRunner):
     kind = "infer"
 
     def run(self, request: dict[str, Any], ctx: StageContext) -> dict[str, Any]:
-        endpoint = _field(request, "Endpoint", dict)
-        batch_size = _field(request, "BatchSize", int)
-        test_uri = _field(request, "TestDataUri", str)
-        output_uri = _field(request, "OutputUri", str)
-        if batch_size < 1:
-            raise HarnessError("batch size must be positive", field="BatchSize",
-                               expected="an integer >= 1", got=batch_size)
+        endpoint, batch_size, test_uri, output_uri = request_fields(request)
         s3 = self.client(ctx, "s3")
         if aws.prefix_exists(s3, output_uri):
             raise HarnessError("inference output already exists in S3; refusing to overwrite "
                                "it", file=output_uri, hint="start a new run")
         runtime = self.client(ctx, "sagemaker-runtime")
+
+        def transport(description: dict[str, Any]) -> SageMakerRuntimeTransport:
+            return SageMakerRuntimeTransport(runtime, description["EndpointName"])
+
         with tempfile.TemporaryDirectory(prefix="mlharness-infer-") as tmp:
             tmp_dir = Path(tmp)
-            test_dir = aws.download_prefix(s3, test_uri, tmp_dir / "test")
-            try:
-                x, y = load_split(test_dir)
-            except DataFormatError as e:
-                raise DataError(e.problem, file=test_uri, field=e.field, expected=e.expected,
-                                got=e.got) from None
-
-            def transport(description: dict[str, Any]) -> SageMakerRuntimeTransport:
-                return SageMakerRuntimeTransport(runtime, description["EndpointName"])
-
+            x, y = load_test_split(aws.download_prefix(s3, test_uri, tmp_dir / "test"),
+                                   test_uri)
             with client_for_endpoint(endpoint, transport_factory=transport) as client:
-                ctx.log.info("infer: %d rows from %s through endpoint %s in batches of %d",
-                             len(x), test_uri, endpoint.get("EndpointName"), batch_size)
-                with ctx.progress.task("infer", total=len(x)) as task:
-                    result = client.predict_batches(x, batch_size, progress_task=task)
-                requests, latency_ms = client.requests, client.mean_latency_ms
-
-            predicted = result["classes"]
-            correct = int((predicted == y).sum())
-            accuracy = correct / len(y)
+                scored = score_through_endpoint(client, x, y, batch_size, ctx,
+                                                f"endpoint {endpoint.get('EndpointName')}")
             out_dir = tmp_dir / "out"
             out_dir.mkdir()
-            path = write_predictions(out_dir, y, predicted, result["probabilities"])
+            path = write_predictions(out_dir, y, scored["predicted"], scored["probabilities"])
             predictions_uri = aws.upload_file(s3, path, uris.join(output_uri, PREDICTIONS_FILE))
-        ctx.log.info("infer: accuracy %.6f (%d/%d), %d requests, mean latency %.2f ms",
-                     accuracy, correct, len(y), requests, latency_ms)
-        return {
-            "Accuracy": accuracy,
-            "Count": len(y),
-            "Correct": correct,
-            "PredictionsUri": predictions_uri,
-            "Requests": requests,
-            "MeanLatencyMs": round(latency_ms, 3),
-            "EndpointUrl": endpoint.get("EndpointUrl"),
-            "EndpointName": endpoint.get("EndpointName"),
-        }
+        return infer_output(scored, len(y), predictions_uri, endpoint)

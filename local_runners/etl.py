@@ -25,6 +25,7 @@ from harness.stages import StageContext, StageRunner
 from harness.storage import atomic_dir
 from local_runners.spark_session import get_spark
 
+
 class _LogWriter(io.TextIOBase):
     """A text stream that sends each complete line to a logger (and keeps the last lines)."""
 
@@ -78,17 +79,20 @@ def _read_report(out_dir: Path) -> dict[str, dict[str, int]]:
     return report
 
 
+def registered_glue_job(name: str, ctx: StageContext) -> dict[str, Any]:
+    """The Glue job (CreateJob body) a StartJobRun request names, as registered at setup."""
+    job = ctx.glue_jobs.get(name)
+    if job is None:
+        known = ", ".join(sorted(ctx.glue_jobs)) or "none"
+        raise StepFailed(ctx.step, f"Glue job '{name}' is not defined", field="JobName",
+                         expected=f"one of the registered jobs ({known})",
+                         hint="the job is created from the etl section of the config")
+    return job
+
+
 class LocalEtlRunner(StageRunner):
     kind = "etl"
 
-    def _job(self, name: str, ctx: StageContext) -> dict[str, Any]:
-        job = ctx.glue_jobs.get(name)
-        if job is None:
-            known = ", ".join(sorted(ctx.glue_jobs)) or "none"
-            raise StepFailed(ctx.step, f"Glue job '{name}' is not defined", field="JobName",
-                             expected=f"one of the registered jobs ({known})",
-                             hint="the job is created from the etl section of the config")
-        return job
 
     def _script(self, job: dict[str, Any], ctx: StageContext) -> Path:
         location = (job.get("Command") or {}).get("ScriptLocation")
@@ -103,7 +107,7 @@ class LocalEtlRunner(StageRunner):
 
     def run(self, request: dict[str, Any], ctx: StageContext) -> dict[str, Any]:
         name = request.get("JobName")
-        job = self._job(name, ctx)
+        job = registered_glue_job(name, ctx)
         script = self._script(job, ctx)
         arguments = {**(job.get("DefaultArguments") or {}), **(request.get("Arguments") or {})}
         output_uri = arguments.get("--output_uri")

@@ -43,43 +43,65 @@ def write_predictions(directory: Path, labels: np.ndarray, predicted: np.ndarray
     return path
 
 
+def request_fields(request: dict[str, Any]) -> tuple[dict[str, Any], int, str, str]:
+    """(Endpoint, BatchSize, TestDataUri, OutputUri) of an infer request, checked."""
+    endpoint = _field(request, "Endpoint", dict)
+    batch_size = _field(request, "BatchSize", int)
+    test_uri = _field(request, "TestDataUri", str)
+    output_uri = _field(request, "OutputUri", str)
+    if batch_size < 1:
+        raise HarnessError("batch size must be positive", field="BatchSize",
+                           expected="an integer >= 1", got=batch_size)
+    return endpoint, batch_size, test_uri, output_uri
+
+
+def load_test_split(directory: Path, uri: str) -> tuple[np.ndarray, np.ndarray]:
+    try:
+        return load_split(directory)
+    except DataFormatError as e:
+        raise DataError(e.problem, file=uri, field=e.field, expected=e.expected,
+                        got=e.got) from None
+
+
+def score_through_endpoint(client, x: np.ndarray, y: np.ndarray, batch_size: int,
+                           ctx: StageContext, where: str) -> dict[str, Any]:
+    """Send every row through ``client`` in batches; the predictions and their score."""
+    ctx.log.info("infer: %d rows through %s in batches of %d", len(x), where, batch_size)
+    with ctx.progress.task("infer", total=len(x)) as task:
+        result = client.predict_batches(x, batch_size, progress_task=task)
+    predicted = result["classes"]
+    correct = int((predicted == y).sum())
+    scored = {"predicted": predicted, "probabilities": result["probabilities"],
+              "correct": correct, "accuracy": correct / len(y),
+              "requests": client.requests, "latency_ms": client.mean_latency_ms}
+    ctx.log.info("infer: accuracy %.6f (%d/%d), %d requests, mean latency %.2f ms",
+                 scored["accuracy"], correct, len(y), scored["requests"], scored["latency_ms"])
+    return scored
+
+
+def infer_output(scored: dict[str, Any], count: int, predictions_uri: str,
+                 endpoint: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "Accuracy": scored["accuracy"],
+        "Count": count,
+        "Correct": scored["correct"],
+        "PredictionsUri": predictions_uri,
+        "Requests": scored["requests"],
+        "MeanLatencyMs": round(scored["latency_ms"], 3),
+        "EndpointUrl": endpoint.get("EndpointUrl"),
+        "EndpointName": endpoint.get("EndpointName"),
+    }
+
+
 class LocalInferRunner(StageRunner):
     kind = "infer"
 
     def run(self, request: dict[str, Any], ctx: StageContext) -> dict[str, Any]:
-        endpoint = _field(request, "Endpoint", dict)
-        batch_size = _field(request, "BatchSize", int)
-        test_uri = _field(request, "TestDataUri", str)
-        output_uri = _field(request, "OutputUri", str)
-        if batch_size < 1:
-            raise HarnessError("batch size must be positive", field="BatchSize",
-                               expected="an integer >= 1", got=batch_size)
-        try:
-            x, y = load_split(uris.local_path(test_uri))
-        except DataFormatError as e:
-            raise DataError(e.problem, file=e.directory, field=e.field, expected=e.expected,
-                            got=e.got) from None
-
+        endpoint, batch_size, test_uri, output_uri = request_fields(request)
+        x, y = load_test_split(uris.local_path(test_uri), test_uri)
         with client_for_endpoint(endpoint) as client:
-            ctx.log.info("infer: %d rows from %s through %s in batches of %d", len(x),
-                         test_uri, endpoint.get("EndpointUrl"), batch_size)
-            with ctx.progress.task("infer", total=len(x)) as task:
-                result = client.predict_batches(x, batch_size, progress_task=task)
-            requests, latency_ms = client.requests, client.mean_latency_ms
-
-        predicted = result["classes"]
-        correct = int((predicted == y).sum())
-        accuracy = correct / len(y)
+            scored = score_through_endpoint(client, x, y, batch_size, ctx,
+                                            endpoint.get("EndpointUrl") or "the endpoint")
         with atomic_dir(uris.local_path(output_uri)) as tmp:
-            write_predictions(tmp, y, predicted, result["probabilities"])
-        ctx.log.info("infer: accuracy %.6f (%d/%d), %d requests, mean latency %.2f ms",
-                     accuracy, correct, len(y), requests, latency_ms)
-        return {
-            "Accuracy": accuracy,
-            "Count": len(y),
-            "Correct": correct,
-            "PredictionsUri": uris.join(output_uri, PREDICTIONS_FILE),
-            "Requests": requests,
-            "MeanLatencyMs": round(latency_ms, 3),
-            "EndpointUrl": endpoint.get("EndpointUrl"),
-        }
+            write_predictions(tmp, y, scored["predicted"], scored["probabilities"])
+        return infer_output(scored, len(y), uris.join(output_uri, PREDICTIONS_FILE), endpoint)
