@@ -1,0 +1,156 @@
+"""The compute bridge: when the emulated Glue job run starts, the local ETL runner does
+the work, on the emulated S3.
+
+``GlueBridge.install(emulator)`` wraps moto's ``FakeJob.start_job_run`` (moto's server runs
+in this process). Each new run reports ``RUNNING`` while a worker thread:
+
+1. downloads the job's script (``Command.ScriptLocation``) and the run's ``--raw_uri``
+   prefix from the emulated S3 into a temporary directory,
+2. runs ``local_runners.etl.LocalEtlRunner`` on the very ``StartJobRun`` request (the
+   job's ``DefaultArguments`` merged the way Glue merges them), with the S3 URIs turned
+   into ``file://`` URIs of that directory,
+3. uploads the Parquet output to the run's ``--output_uri`` prefix,
+
+then reports ``SUCCEEDED``, or ``FAILED`` with the runner's error as ``ErrorMessage``.
+Training (``CreateTrainingJob`` -> ``local_runners.train``) is not bridged yet.
+"""
+from __future__ import annotations
+
+import logging
+import tempfile
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+from harness import uris
+from harness.config import PipelineConfig
+from harness.errors import HarnessError
+from harness.stages import StageContext
+
+LOG = logging.getLogger("mlharness.emulator.bridge")
+
+
+class GlueBridge:
+    """Run emulated Glue job runs with the local ETL runner (see the module doc)."""
+
+    def __init__(self, cfg: PipelineConfig | None = None, *,
+                 workdir: str | Path | None = None):
+        self.cfg = cfg or PipelineConfig()
+        self.workdir = Path(workdir) if workdir else None
+        self.threads: list[threading.Thread] = []
+        self._emulator: Any = None
+
+    # -- install / uninstall ------------------------------------------------------------------
+
+    def install(self, emulator: Any) -> Callable[[], None]:
+        from moto.glue.models import FakeJob, FakeJobRun
+
+        self._emulator = emulator
+        bridge = self
+        original = FakeJob.start_job_run
+
+        class BridgedJobRun(FakeJobRun):
+            """A job run whose state is the bridge's, not moto's timed transitions."""
+
+            bridge_state = "RUNNING"
+            bridge_error: str | None = None
+
+            @property
+            def status(self) -> str:  # type: ignore[override]
+                return self.bridge_state
+
+            @status.setter
+            def status(self, value: str) -> None:
+                self.bridge_state = value
+
+            def advance(self) -> None:
+                pass
+
+            def as_dict(self) -> dict[str, Any]:
+                out = super().as_dict()
+                if self.bridge_error:
+                    out["ErrorMessage"] = self.bridge_error
+                if getattr(self, "execution_time", None) is not None:
+                    out["ExecutionTime"] = self.execution_time
+                return out
+
+        def start_job_run(job, *args, **kwargs):
+            run_id = original(job, *args, **kwargs)
+            run = next(r for r in job.job_runs if r.job_run_id == run_id)
+            run.__class__ = BridgedJobRun
+            run.bridge_state = "RUNNING"
+            thread = threading.Thread(target=bridge._run, args=(job, run),
+                                      name=f"glue-bridge-{run_id[:12]}", daemon=True)
+            bridge.threads.append(thread)
+            thread.start()
+            return run_id
+
+        FakeJob.start_job_run = start_job_run
+
+        def uninstall() -> None:
+            FakeJob.start_job_run = original
+            self.join()
+
+        return uninstall
+
+    def join(self, timeout: float | None = 300) -> None:
+        for t in list(self.threads):
+            t.join(timeout)
+
+    # -- one job run --------------------------------------------------------------------------
+
+    def _run(self, job: Any, run: Any) -> None:
+        try:
+            with tempfile.TemporaryDirectory(prefix="mlharness-glue-",
+                                             dir=self.workdir) as tmp:
+                self._execute(job, run, Path(tmp))
+        except Exception as e:
+            LOG.error("Glue job run %s failed:\n%s", run.job_run_id, traceback.format_exc())
+            message = e.message if isinstance(e, HarnessError) else f"{type(e).__name__}: {e}"
+            for local, remote in getattr(self, "_local_to_s3", []):
+                message = message.replace(local, remote)
+            run.bridge_error = message
+            run.completed_on = run.modified_on = _utcnow()
+            run.bridge_state = "FAILED"
+        else:
+            run.completed_on = run.modified_on = _utcnow()
+            run.bridge_state = "SUCCEEDED"
+
+    def _execute(self, job: Any, run: Any, tmp: Path) -> None:
+        from cloud_runners import aws
+        from local_runners.etl import LocalEtlRunner
+
+        s3 = self._emulator.client("s3")
+        arguments = dict(run.arguments or {})  # moto merged DefaultArguments already
+        script_uri = (job.command or {}).get("ScriptLocation", "")
+        script = aws.download_file(s3, script_uri, tmp / "code" / script_uri.rsplit("/", 1)[-1])
+        raw_uri, output_uri = arguments.get("--raw_uri"), arguments.get("--output_uri")
+        if not raw_uri or not output_uri:
+            raise HarnessError("the job run lacks --raw_uri or --output_uri",
+                               field="Arguments", expected="s3:// URIs")
+        raw_dir = aws.download_prefix(s3, raw_uri, tmp / "raw")
+        out_dir = tmp / "processed"
+        local_args = {**arguments, "--raw_uri": uris.file_uri(raw_dir),
+                      "--output_uri": uris.file_uri(out_dir)}
+        ctx = StageContext(
+            run_id=run.job_run_id, step="etl", config=self.cfg,
+            log=logging.getLogger(f"mlharness.emulator.glue.{job.name}"),
+            announce=lambda m: None,
+            glue_jobs={job.name: {"Name": job.name,
+                                  "Command": {**(job.command or {}),
+                                              "ScriptLocation": uris.file_uri(script)}}})
+        # Errors name the S3 locations, as on AWS, not this temporary directory.
+        self._local_to_s3 = [(uris.file_uri(raw_dir), raw_uri), (str(raw_dir), raw_uri),
+                             (uris.file_uri(script), script_uri), (str(script), script_uri)]
+        t0 = time.monotonic()
+        LocalEtlRunner().run({"JobName": job.name, "Arguments": local_args}, ctx)
+        run.execution_time = int(round(time.monotonic() - t0))
+        aws.upload_dir(s3, out_dir, output_uri)
+
+
+def _utcnow():
+    from moto.core.utils import utcnow
+
+    return utcnow()
