@@ -7,12 +7,13 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: install local-run run test test-fast bench runs help cloud-plan cloud-bootstrap cloud-run cloud-teardown
+.PHONY: install local-run run test test-fast bench bench-serve runs help cloud-plan cloud-bootstrap cloud-run cloud-teardown
 
 help:
 	@echo "make local-run   run the whole pipeline offline (installs into .venv first)"
 	@echo "make test        run the test suite"
 	@echo "make bench       benchmarks -> bench/results.json"
+	@echo "make bench-serve serving latency/throughput -> bench/serve_results.json"
 	@echo "make runs        list earlier runs"
 	@echo "make cloud-plan | cloud-bootstrap | cloud-run | cloud-teardown   the same on AWS"
 
@@ -44,6 +45,9 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run $(ARGS)
+
+bench-serve: $(STAMP)
+	$(BIN)/python -m bench.serve_bench $(ARGS)
 
 runs: $(STAMP)
 	$(BIN)/harness runs

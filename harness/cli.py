@@ -4,6 +4,8 @@
                 [--resume RUN_ID [--from STEP]] [--keep-serving]
     harness runs
     harness show RUN_ID [--step STEP]
+    harness serve RUN|MODEL_DIR|model.tar.gz [--port 8080]
+    harness predict FILES... [--url http://127.0.0.1:8080]
     harness cloud plan|preflight|bootstrap|run|teardown
 """
 from __future__ import annotations
@@ -241,6 +243,26 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("run_id")
     show.add_argument("--step")
     show.set_defaults(func=cmd_show)
+    serve = sub.add_parser("serve", help="serve a trained model (TF Serving REST + SageMaker "
+                           "/invocations) until Ctrl-C")
+    common(serve)
+    serve.add_argument("model", help="a run id, a model.tar.gz, or a directory holding "
+                       "<version>/saved_model.pb")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8080)
+    serve.add_argument("--model-name", help="default: deploy.model_name")
+    serve.add_argument("--poll-seconds", type=float, help="serve newer <version>/ dirs as they appear")
+    serve.add_argument("--capture-dir", help="write SageMaker-format data capture here")
+    serve.add_argument("--capture-percent", type=float, default=100.0)
+    serve.set_defaults(func=cmd_serve)
+
+    predict = sub.add_parser("predict", help="send images to a served model, print classes")
+    common(predict)
+    predict.add_argument("files", nargs="+", help="IDX images files, PNG files or .npy arrays")
+    predict.add_argument("--url", default="http://127.0.0.1:8080")
+    predict.add_argument("--model-name", help="default: deploy.model_name")
+    predict.set_defaults(func=cmd_predict)
+
     cloud = sub.add_parser("cloud", help="the pipeline on AWS: plan, bootstrap, run, teardown")
     cloud_sub = cloud.add_subparsers(dest="cloud_command", required=True)
     for name, help_text in (
@@ -258,6 +280,28 @@ def build_parser() -> argparse.ArgumentParser:
                            help="print the plan instead of running (no AWS call)")
     cloud.set_defaults(func=cmd_cloud)
     return parser
+
+
+def cmd_serve(args: argparse.Namespace, console: Console) -> int:
+    from harness.serving_cli import serve
+    cfg = _cfg(args)
+    d = cfg.deploy
+    flags = ["--host", args.host, "--port", str(args.port),
+             "--model-name", args.model_name or d.model_name,
+             "--max-batch-size", str(d.max_batch_size),
+             "--batch-timeout-micros", str(d.batch_timeout_micros)]
+    if args.poll_seconds:
+        flags += ["--poll-seconds", str(args.poll_seconds)]
+    if args.capture_dir:
+        flags += ["--capture-dir", args.capture_dir, "--capture-percent",
+                  str(args.capture_percent)]
+    return serve(args.model, RunStore(cfg.runs_path()), flags)
+
+
+def cmd_predict(args: argparse.Namespace, console: Console) -> int:
+    from harness.serving_cli import predict
+    cfg = _cfg(args)
+    return predict(args.files, args.url, args.model_name or cfg.deploy.model_name, console)
 
 
 def cmd_cloud(args: argparse.Namespace, console: Console) -> int:

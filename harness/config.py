@@ -96,6 +96,12 @@ class DeployConfig(_Section):
     host: str = "127.0.0.1"
     port: int = Field(0, ge=0, le=65535)
     keep_serving: bool = False
+    # TF Serving's batching knobs; they travel as the SageMaker TF serving container's
+    # SAGEMAKER_TFS_* environment in CreateModel, which the embedded server reads too.
+    max_batch_size: int = Field(128, ge=0, description="0 turns micro-batching off")
+    batch_timeout_micros: int = Field(1000, ge=0)
+    # DataCaptureConfig of CreateEndpointConfig: 0 = off, else the sampled percentage.
+    data_capture_percent: float = Field(0, ge=0, le=100)
 
 
 class InferConfig(_Section):

@@ -64,7 +64,7 @@ STEPS: list[Step] = [
     Step("deploy", "deploy", "model, endpoint config, endpoint",
          lambda b: rq.hosting_requests(b.cfg, b.names,
                                        b.outputs["train"]["ModelArtifacts"]["S3ModelArtifacts"],
-                                       b.images["serving"], b.role)),
+                                       b.images["serving"], b.role, b.layout.capture)),
     Step("infer", "infer", "test split through the endpoint",
          lambda b: rq.infer_request(b.cfg, b.layout, b.outputs["deploy"], b.processed)),
 ]

@@ -53,6 +53,10 @@ class Layout:
     def inference(self) -> str:
         return uris.join(self.base, "inference")
 
+    @property
+    def capture(self) -> str:
+        return uris.join(self.base, "capture")
+
 
 @dataclass(frozen=True)
 class Names:
@@ -206,27 +210,51 @@ def evaluate_request(cfg: PipelineConfig, layout: Layout, trained: dict[str, Any
     }
 
 
+def serving_environment(cfg: PipelineConfig) -> dict[str, str]:
+    """The SageMaker TensorFlow serving container's environment (its batching knobs)."""
+    d = cfg.deploy
+    env = {"SAGEMAKER_TFS_DEFAULT_MODEL_NAME": d.model_name}
+    if d.max_batch_size > 0:
+        env.update(SAGEMAKER_TFS_ENABLE_BATCHING="true",
+                   SAGEMAKER_TFS_MAX_BATCH_SIZE=str(d.max_batch_size),
+                   SAGEMAKER_TFS_BATCH_TIMEOUT_MICROS=str(d.batch_timeout_micros))
+    return env
+
+
 def hosting_requests(cfg: PipelineConfig, names: Names, model_data_url: str, image: str,
-                     role: str | None = None) -> dict[str, Any]:
-    """SageMaker ``CreateModel`` / ``CreateEndpointConfig`` / ``CreateEndpoint``."""
+                     role: str | None = None, capture_uri: str | None = None
+                     ) -> dict[str, Any]:
+    """SageMaker ``CreateModel`` / ``CreateEndpointConfig`` / ``CreateEndpoint``.
+
+    ``capture_uri``: where data capture writes when ``deploy.data_capture_percent`` > 0.
+    """
     d = cfg.deploy
     model: dict[str, Any] = {
         "ModelName": names.model,
         "PrimaryContainer": {"Image": image, "ModelDataUrl": model_data_url,
-                             "Environment": {"SAGEMAKER_TFS_DEFAULT_MODEL_NAME": d.model_name}},
+                             "Environment": serving_environment(cfg)},
     }
     if role:
         model["ExecutionRoleArn"] = role
     model["Tags"] = resource_tags(cfg, names)
+    config: dict[str, Any] = {
+        "EndpointConfigName": names.endpoint_config,
+        "ProductionVariants": [{"VariantName": "AllTraffic", "ModelName": names.model,
+                                "InitialInstanceCount": d.initial_instance_count,
+                                "InstanceType": d.instance_type}],
+    }
+    if d.data_capture_percent > 0 and capture_uri:
+        config["DataCaptureConfig"] = {
+            "EnableCapture": True,
+            "InitialSamplingPercentage": int(round(d.data_capture_percent)),
+            "DestinationS3Uri": capture_uri,
+            "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
+            "CaptureContentTypeHeader": {"JsonContentTypes": ["application/json"]},
+        }
+    config["Tags"] = resource_tags(cfg, names)
     return {
         "CreateModel": model,
-        "CreateEndpointConfig": {
-            "EndpointConfigName": names.endpoint_config,
-            "ProductionVariants": [{"VariantName": "AllTraffic", "ModelName": names.model,
-                                    "InitialInstanceCount": d.initial_instance_count,
-                                    "InstanceType": d.instance_type}],
-            "Tags": resource_tags(cfg, names),
-        },
+        "CreateEndpointConfig": config,
         "CreateEndpoint": {"EndpointName": names.endpoint,
                            "EndpointConfigName": names.endpoint_config,
                            "Tags": resource_tags(cfg, names)},

@@ -19,6 +19,7 @@ from harness.errors import HarnessError
 from harness.inference_client import ping
 from harness.stages import StageContext, StageRunner
 from local_runners.model_server import ModelServer
+from local_runners.serve_capture import DataCapture
 
 
 def _get(request: dict[str, Any], dotted: str, kind: type | tuple = str) -> Any:
@@ -59,6 +60,31 @@ def validate_hosting_requests(request: dict[str, Any]) -> dict[str, Any]:
     return variant
 
 
+def serving_options(environment: dict[str, str]) -> dict[str, Any]:
+    """The SageMaker TF serving container's batching environment, as server options."""
+    if environment.get("SAGEMAKER_TFS_ENABLE_BATCHING", "false").lower() != "true":
+        return {"max_batch_size": None}
+    try:
+        return {"max_batch_size": int(environment.get("SAGEMAKER_TFS_MAX_BATCH_SIZE", 8)),
+                "batch_timeout_micros": int(environment.get(
+                    "SAGEMAKER_TFS_BATCH_TIMEOUT_MICROS", 1000))}
+    except ValueError as e:
+        raise HarnessError(f"batching setting is not an integer ({e})",
+                           field="CreateModel.PrimaryContainer.Environment",
+                           expected="SAGEMAKER_TFS_MAX_BATCH_SIZE and "
+                           "SAGEMAKER_TFS_BATCH_TIMEOUT_MICROS as integers") from None
+
+
+def data_capture(request: dict[str, Any], endpoint_name: str, variant: str
+                 ) -> DataCapture | None:
+    """DataCaptureConfig of the endpoint config, executed locally (file:// destination)."""
+    cfg = request["CreateEndpointConfig"].get("DataCaptureConfig")
+    if not cfg or not cfg.get("EnableCapture"):
+        return None
+    return DataCapture(uris.local_path(cfg["DestinationS3Uri"]), endpoint_name, variant,
+                       cfg.get("InitialSamplingPercentage", 100))
+
+
 def extract_model_archive(archive: Path, dest: Path) -> None:
     """Unpack model.tar.gz safely (see harness.archives.extract_archive)."""
     extract_archive(archive, dest, what="model archive",
@@ -86,7 +112,11 @@ class LocalDeployRunner(StageRunner):
         try:
             extract_model_archive(archive, model_dir)
             server = ModelServer(model_dir, model_name, host=ctx.config.deploy.host,
-                                 port=ctx.config.deploy.port)
+                                 port=ctx.config.deploy.port,
+                                 **serving_options(container.get("Environment") or {}),
+                                 data_capture=data_capture(request, endpoint_name,
+                                                           variant.get("VariantName",
+                                                                       "AllTraffic")))
             server.start()
         except BaseException:
             if keep:

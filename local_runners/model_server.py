@@ -12,8 +12,13 @@ One SavedModel in TF Serving layout (``<model_dir>/<version>/saved_model.pb``) i
   request goes through them, as in the SageMaker TensorFlow Serving container.
 
 Errors are ``{"error": "<what was expected>"}`` with a 4xx/5xx status; the server keeps
-serving afterwards. Decoding, model calls and encoding run in a thread pool so the event
-loop never blocks. Run in the foreground with
+serving afterwards. Small bodies are decoded on the event loop, large ones in a thread pool;
+model calls run in their own pool through an adaptive micro-batcher
+(``local_runners.serve_batching``: ``max_batch_size``, ``batch_timeout_micros``) that merges
+concurrent requests into one call. With ``version_poll_seconds`` (or on ``reload()``) a newer
+``<version>/`` is loaded, warmed up and switched to atomically: requests in flight finish on
+the version they started with. ``data_capture`` (``local_runners.serve_capture``) records
+sampled request/response pairs in SageMaker's data capture format. Run in the foreground with
 ``python -m local_runners.model_server --model-dir D --model-name N --port P``.
 """
 from __future__ import annotations
@@ -42,10 +47,16 @@ from aiohttp import web
 
 from harness.archives import newest_model_version
 from harness.errors import HarnessError
+from local_runners.serve_batching import MicroBatcher
+from local_runners.serve_capture import DataCapture
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_BODY_BYTES = 20 * 1024 * 1024
+DEFAULT_MAX_BATCH_SIZE = 128
+DEFAULT_BATCH_TIMEOUT_MICROS = 1000
+INLINE_BODY_BYTES = 32 * 1024     # smaller bodies are decoded on the event loop itself
+INLINE_ROWS = 16                  # responses with at most this many rows encoded there too
 JSON = "application/json"
 CUSTOM_ATTRIBUTES_HEADER = "X-Amzn-SageMaker-Custom-Attributes"
 
@@ -114,9 +125,12 @@ class Signature:
 class LoadedModel:
     """A SavedModel version loaded with tf.saved_model.load and warmed up."""
 
-    def __init__(self, model_dir: Path):
+    def __init__(self, model_dir: Path, version: int | None = None):
         import tensorflow as tf
-        self.version, self.path = newest_model_version(model_dir)
+        if version is None:
+            self.version, self.path = newest_model_version(model_dir)
+        else:
+            self.version, self.path = version, Path(model_dir) / str(version)
         try:
             loaded = tf.saved_model.load(str(self.path))
         except Exception as e:  # TF raises many types for a corrupt model
@@ -244,6 +258,23 @@ def parse_predict_request(doc: Any, sig: Signature) -> tuple[dict[str, np.ndarra
     return arrays, fmt
 
 
+def decode_predict_request(model: "LoadedModel", body: bytes
+                           ) -> tuple[Signature, dict[str, np.ndarray], str]:
+    """A TF Serving predict body -> (signature, named arrays, "row"|"columnar");
+    raises RequestError."""
+    doc = _loads(body)
+    sig = model.signature(doc.get("signature_name") if isinstance(doc, dict) else None)
+    arrays, fmt = parse_predict_request(doc, sig)
+    return sig, arrays, fmt
+
+
+def _error_body(e: BaseException) -> tuple[int, bytes]:
+    if isinstance(e, RequestError):
+        return e.status, orjson.dumps({"error": e.message})
+    log.error("prediction failed: %s: %s", type(e).__name__, e)
+    return 500, orjson.dumps({"error": f"prediction failed: {type(e).__name__}: {e}"})
+
+
 def encode_predictions(outputs: dict[str, np.ndarray], fmt: str) -> bytes:
     """TF Serving's response: row format lists one entry per instance (an object when the
     signature has several outputs); columnar maps output name -> batch."""
@@ -311,7 +342,14 @@ class ModelServer:
 
     def __init__(self, model_dir: str | Path, model_name: str, host: str = "127.0.0.1",
                  port: int = 0, inference_handlers: Any = None,
-                 max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, workers: int = 2):
+                 max_body_bytes: int = DEFAULT_MAX_BODY_BYTES, workers: int = 2,
+                 max_batch_size: int | None = DEFAULT_MAX_BATCH_SIZE,
+                 batch_timeout_micros: int = DEFAULT_BATCH_TIMEOUT_MICROS,
+                 num_batch_threads: int = 1, version_poll_seconds: float | None = None,
+                 data_capture: DataCapture | None = None):
+        """``max_batch_size=None`` turns micro-batching off (one model call per request).
+        ``version_poll_seconds`` polls ``model_dir`` for a newer version (None: only on
+        ``reload()``). ``data_capture`` is closed (flushed) by ``stop()``."""
         self.model_dir = Path(model_dir)
         self.model_name = model_name
         self.host = host
@@ -321,7 +359,18 @@ class ModelServer:
         self.handlers: SimpleNamespace | None = None
         self.model: LoadedModel | None = None
         self.load_error: BaseException | None = None
+        # version -> (state, error message), as GET /v1/models/<name> reports them
+        self.versions: dict[int, tuple[str, str]] = {}
+        self._failed_loads: dict[int, tuple] = {}
+        self._reload_lock = threading.Lock()
+        self.version_poll_seconds = version_poll_seconds
+        self._stopping = threading.Event()
+        self._poller: threading.Thread | None = None
+        self.data_capture = data_capture
         self._executor = concurrent.futures.ThreadPoolExecutor(workers, "model-server")
+        self._model_executor = concurrent.futures.ThreadPoolExecutor(num_batch_threads, "model")
+        self.batcher = (MicroBatcher(self._run_model, max_batch_size, batch_timeout_micros,
+                                     num_batch_threads) if max_batch_size else None)
         # inference.py handlers get their own pool: a ``handler`` that posts to
         # ``context.rest_uri`` must never wait for a predict worker it is occupying.
         self._handler_executor = concurrent.futures.ThreadPoolExecutor(workers, "handlers")
@@ -346,6 +395,7 @@ class ModelServer:
         if self._thread is not None:
             raise RuntimeError("the server is already started")
         listening = threading.Event()
+        self._stopping.clear()
         failure: list[BaseException] = []
         self._thread = threading.Thread(target=self._serve, args=(listening, failure),
                                         name=f"model-server-{self.model_name}", daemon=True)
@@ -372,13 +422,19 @@ class ModelServer:
         """Close the listener and open connections; the port is free when this returns."""
         if self._thread is None:
             return
+        self._stopping.set()
         loop = self._loop
         asyncio.run_coroutine_threadsafe(self._runner.cleanup(), loop).result(timeout)
         loop.call_soon_threadsafe(loop.stop)
         self._thread.join(timeout)
         self._thread = None
-        for pool in (self._executor, self._handler_executor):
+        if self._poller is not None:
+            self._poller.join(timeout)
+            self._poller = None
+        for pool in (self._executor, self._handler_executor, self._model_executor):
             pool.shutdown(wait=False, cancel_futures=True)
+        if self.data_capture is not None:
+            self.data_capture.close(timeout)
 
     def __enter__(self) -> "ModelServer":
         return self.start()
@@ -422,15 +478,63 @@ class ModelServer:
             if source is None and (self.model_dir / "code" / "inference.py").is_file():
                 source = self.model_dir / "code" / "inference.py"
             handlers = load_inference_handlers(source) if source is not None else None
-            model = LoadedModel(self.model_dir)
+            with self._reload_lock:
+                model = LoadedModel(self.model_dir)
+                self.handlers = handlers
+                self._install(model)
         except BaseException as e:
             self.load_error = e
             log.error("model %s failed to load: %s", self.model_name, e)
             raise
-        self.handlers = handlers
-        self.model = model
+        if self.version_poll_seconds and self._poller is None:
+            self._poller = threading.Thread(target=self._poll_versions, daemon=True,
+                                            name=f"version-poll-{self.model_name}")
+            self._poller.start()
+
+    def _install(self, model: LoadedModel) -> None:
+        """Switch to ``model`` (one reference assignment: requests that already hold the
+        previous version finish on it)."""
+        old, self.model = self.model, model
+        self.load_error = None
+        self.versions[model.version] = ("AVAILABLE", "")
+        if old is not None and old.version != model.version:
+            self.versions[old.version] = ("END", "")
         log.info("serving %s version %d from %s at %s", self.model_name, model.version,
                  model.path, self.url)
+
+    def reload(self) -> int | None:
+        """Load and switch to a newer ``<version>/`` if one appeared; return the version
+        served. A version that fails to load is reported (state END with its error) and
+        retried only once its files change; the current version keeps serving."""
+        with self._reload_lock:
+            current = self.model.version if self.model is not None else None
+            try:
+                version, path = newest_model_version(self.model_dir)
+            except (HarnessError, OSError):
+                return current
+            if current is not None and version <= current:
+                return current
+            stamp = _dir_stamp(path)
+            if self._failed_loads.get(version) == stamp:
+                return current
+            self.versions[version] = ("LOADING", "")
+            try:
+                model = LoadedModel(self.model_dir, version)
+            except Exception as e:
+                self._failed_loads[version] = stamp
+                self.versions[version] = ("END", str(e))
+                log.error("model %s version %d failed to load: %s", self.model_name, version, e)
+                return current
+            self._failed_loads.pop(version, None)
+            self._install(model)
+            return version
+
+    def _poll_versions(self) -> None:
+        while not self._stopping.wait(self.version_poll_seconds):
+            try:
+                self.reload()
+            except Exception:  # keep polling whatever happens
+                log.exception("polling %s for new versions failed", self.model_dir)
 
     # -- HTTP plumbing
     @web.middleware
@@ -475,13 +579,49 @@ class ModelServer:
             raise RequestError(404, f"servable not found: model '{m['name']}'; this server "
                                f"serves '{self.model_name}'")
         model = self._require_model()
-        if m["version"] is not None and m["version"] != str(model.version):
+        if (m["version"] is not None and m["version"] != str(model.version)
+                and not (not want_method and not m["metadata"]
+                         and m["version"].isdigit() and int(m["version"]) in self.versions)):
             raise RequestError(404, f"servable not found: model '{m['name']}' version "
                                f"{m['version']}; the available version is {model.version}")
         return model, m
 
     async def _run(self, fn: Callable, *args, pool=None):
         return await asyncio.get_running_loop().run_in_executor(pool or self._executor, fn, *args)
+
+    async def _run_model(self, fn: Callable, *args):
+        return await asyncio.get_running_loop().run_in_executor(self._model_executor, fn, *args)
+
+    async def _predict(self, model: LoadedModel, body: bytes) -> tuple[int, bytes]:
+        """A TF Serving predict body in, (status, JSON body) out, through the batcher."""
+        batcher = self.batcher
+        if batcher is None:
+            return await self._run(self.predict_bytes, model, body)
+        try:
+            if len(body) <= INLINE_BODY_BYTES:
+                sig, arrays, fmt = decode_predict_request(model, body)
+            else:
+                batcher.arrive()
+                try:
+                    sig, arrays, fmt = await self._run(decode_predict_request, model, body)
+                except BaseException:
+                    batcher.depart()
+                    raise
+            key = (model, sig.name) + tuple((k, a.shape[1:], a.dtype.str)
+                                            for k, a in arrays.items())
+            outputs = await batcher.submit(key, sig, arrays,
+                                           arrived=len(body) > INLINE_BODY_BYTES)
+            rows = len(next(iter(outputs.values())))
+            if rows <= INLINE_ROWS:
+                return 200, encode_predictions(outputs, fmt)
+            return 200, await self._run(encode_predictions, outputs, fmt)
+        except Exception as e:
+            return _error_body(e)
+
+    def _capture(self, body: bytes, request_type: str | None, status: int, payload: bytes,
+                 response_type: str) -> None:
+        if self.data_capture is not None and status < 400:
+            self.data_capture.capture(body, request_type or JSON, payload, response_type)
 
     # -- endpoints
     async def _ping(self, request: web.Request) -> web.Response:
@@ -496,9 +636,13 @@ class ModelServer:
                     "metadata": {"signature_def": {"signature_def": {
                         name: sig.describe() for name, sig in model.signatures.items()}}}}
         else:
+            versions = sorted(self.versions.items(), reverse=True)
+            if m["version"] is not None:
+                versions = [(v, st) for v, st in versions if str(v) == m["version"]]
             body = {"model_version_status": [{
-                "version": str(model.version), "state": "AVAILABLE",
-                "status": {"error_code": "OK", "error_message": ""}}]}
+                "version": str(v), "state": state,
+                "status": {"error_code": "UNKNOWN" if error else "OK", "error_message": error}}
+                for v, (state, error) in versions]}
         return _json(200, orjson.dumps(body))
 
     async def _post_model(self, request: web.Request) -> web.Response:
@@ -507,7 +651,8 @@ class ModelServer:
             raise RequestError(400, f"method ':{m['method']}' is not supported; this server "
                                "implements :predict")
         body = await self._read_body(request)
-        status, payload = await self._run(self.predict_bytes, model, body)
+        status, payload = await self._predict(model, body)
+        self._capture(body, request.headers.get("Content-Type"), status, payload, JSON)
         return _json(status, payload)
 
     async def _invocations(self, request: web.Request) -> web.Response:
@@ -520,25 +665,28 @@ class ModelServer:
             if ctype != JSON:
                 raise RequestError(415, f"Content-Type {ctype!r} is not supported without "
                                    "inference handlers; expected application/json")
-            status, payload = await self._run(self.predict_bytes, model, body)
+            status, payload = await self._predict(model, body)
+            self._capture(body, headers["Content-Type"], status, payload, JSON)
             return _json(status, payload)
         status, payload, ctype = await self._run(self._invoke_handlers, model, body, headers,
                                                 pool=self._handler_executor)
+        self._capture(body, headers["Content-Type"], status, payload, ctype)
         return web.Response(status=status, body=payload, headers={"Content-Type": ctype})
 
     # -- work done in the thread pool
     def predict_bytes(self, model: LoadedModel, body: bytes) -> tuple[int, bytes]:
         """A TF Serving predict body in, (status, JSON body) out; never raises."""
         try:
-            doc = _loads(body)
-            sig = model.signature(doc.get("signature_name") if isinstance(doc, dict) else None)
-            arrays, fmt = parse_predict_request(doc, sig)
+            sig, arrays, fmt = decode_predict_request(model, body)
             return 200, encode_predictions(sig(arrays), fmt)
-        except RequestError as e:
-            return e.status, orjson.dumps({"error": e.message})
         except Exception as e:
-            log.exception("prediction failed")
-            return 500, orjson.dumps({"error": f"prediction failed: {type(e).__name__}: {e}"})
+            return _error_body(e)
+
+    def _predict_from_thread(self, model: LoadedModel, body: bytes) -> tuple[int, bytes]:
+        """``_predict`` (batched) for a handler thread; never raises."""
+        if self.batcher is None or self._loop is None:
+            return self.predict_bytes(model, body)
+        return asyncio.run_coroutine_threadsafe(self._predict(model, body), self._loop).result(300)
 
     def _invoke_handlers(self, model: LoadedModel, body: bytes, headers: dict
                          ) -> tuple[int, bytes, str]:
@@ -558,7 +706,7 @@ class ModelServer:
                 if not isinstance(tfs_body, (bytes, bytearray)):
                     raise TypeError(f"input_handler returned {type(tfs_body).__name__}; expected "
                                     "the TF Serving request body as str or bytes (json.dumps it)")
-                response = TfsResponse(*self.predict_bytes(model, bytes(tfs_body)))
+                response = TfsResponse(*self._predict_from_thread(model, bytes(tfs_body)))
                 result = h.output_handler(response, context)
             if not (isinstance(result, tuple) and len(result) == 2):
                 raise TypeError(f"the handler returned {type(result).__name__}; expected a "
@@ -574,6 +722,13 @@ class ModelServer:
                 status = 400 if isinstance(e, ValueError) else 500
             log.info("inference handler error (%d): %s", status, e)
             return status, orjson.dumps({"error": str(e)}), JSON
+
+
+def _dir_stamp(path: Path) -> tuple:
+    """Changes when any file under ``path`` is written (to retry a half-copied version)."""
+    files = [p.stat() for p in Path(path).rglob("*") if p.is_file()]
+    return len(files), sum(st.st_size for st in files), max((st.st_mtime_ns for st in files),
+                                                            default=0)
 
 
 def _json(status: int, payload: bytes) -> web.Response:
@@ -596,10 +751,26 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=8080)
     ap.add_argument("--max-body-mb", type=float, default=DEFAULT_MAX_BODY_BYTES / 2**20)
+    ap.add_argument("--max-batch-size", type=int, default=DEFAULT_MAX_BATCH_SIZE,
+                    help="most instances merged into one model call; 0 turns batching off")
+    ap.add_argument("--batch-timeout-micros", type=int, default=DEFAULT_BATCH_TIMEOUT_MICROS,
+                    help="longest wait for more requests while others are being received")
+    ap.add_argument("--poll-seconds", type=float, default=None,
+                    help="poll the model dir for a newer <version>/ this often")
+    ap.add_argument("--capture-dir", help="write data capture JSON Lines under this directory")
+    ap.add_argument("--capture-percent", type=float, default=100.0)
+    ap.add_argument("--endpoint-name", default=None,
+                    help="endpoint name in the capture path (default: the model name)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    capture = (DataCapture(args.capture_dir, args.endpoint_name or args.model_name,
+                           sampling_percentage=args.capture_percent)
+               if args.capture_dir else None)
     server = ModelServer(args.model_dir, args.model_name, args.host, args.port,
-                         max_body_bytes=int(args.max_body_mb * 2**20))
+                         max_body_bytes=int(args.max_body_mb * 2**20),
+                         max_batch_size=args.max_batch_size or None,
+                         batch_timeout_micros=args.batch_timeout_micros,
+                         version_poll_seconds=args.poll_seconds, data_capture=capture)
     try:
         server.start()
     except HarnessError as e:

@@ -6,6 +6,7 @@ import copy
 import io
 import logging
 import socket
+import json
 import tarfile
 from pathlib import Path
 
@@ -177,3 +178,32 @@ def test_infer_reports_a_missing_test_split(tmp_path):
     req = infer_request(cfg, layout, {"EndpointName": "e", "EndpointUrl": "http://127.0.0.1:9"})
     with pytest.raises(DataError, match="split directory not found"):
         LocalInferRunner().run(req, make_ctx(cfg, "infer"))
+
+
+def test_endpoint_config_data_capture_and_batching_are_executed_locally(model_archive, layout):
+    archive, _ = model_archive
+    cfg = PipelineConfig()
+    cfg.deploy.data_capture_percent = 100
+    cfg.deploy.max_batch_size = 16
+    names = Names(cfg, "capture-run")
+    request = hosting_requests(cfg, names, uris.file_uri(archive), image="tf-inference:2.19",
+                               capture_uri=layout.capture)
+    env = request["CreateModel"]["PrimaryContainer"]["Environment"]
+    assert env["SAGEMAKER_TFS_ENABLE_BATCHING"] == "true"
+    assert env["SAGEMAKER_TFS_MAX_BATCH_SIZE"] == "16"
+    capture = request["CreateEndpointConfig"]["DataCaptureConfig"]
+    assert capture["DestinationS3Uri"] == layout.capture and capture["EnableCapture"]
+    ctx = make_ctx(cfg, "deploy")
+    with ctx.resources:
+        deployed = LocalDeployRunner().run(request, ctx)
+        req = infer_request(cfg, layout, deployed)
+        req["BatchSize"] = 100
+        LocalInferRunner().run(req, make_ctx(cfg, "infer"))
+    files = sorted(uris.local_path(layout.capture).rglob("*.jsonl"))
+    assert files, "no capture file written"
+    rel = files[0].relative_to(uris.local_path(layout.capture)).parts
+    assert rel[:2] == (names.endpoint, "AllTraffic") and len(rel) == 7  # yyyy/mm/dd/hh/file
+    records = [json.loads(line) for f in files for line in f.read_text().splitlines()]
+    assert len(records) == 3  # ceil(230 / 100) requests, every one captured
+    assert {r["captureData"]["endpointInput"]["mode"] for r in records} == {"INPUT"}
+    assert {r["captureData"]["endpointOutput"]["mode"] for r in records} == {"OUTPUT"}

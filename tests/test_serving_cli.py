@@ -1,0 +1,64 @@
+"""`harness serve` and `harness predict` as a user runs them."""
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from support import D, in_process, save_tiny_model
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_serve_a_model_dir_and_predict_npy_images(tmp_path):
+    save_tiny_model(tmp_path / "model", seed=5)
+    x = np.random.default_rng(0).random((3, D), dtype=np.float32)
+    np.save(tmp_path / "images.npy", x)
+    port = _free_port()
+    server = subprocess.Popen([sys.executable, "-m", "harness.cli", "serve",
+                               str(tmp_path / "model"), "--port", str(port),
+                               "--model-name", "tiny"], cwd=ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=1)
+                break
+            except OSError:
+                if time.time() > deadline or server.poll() is not None:
+                    pytest.fail("server did not come up: " + (server.stdout.read() if
+                                                            server.poll() is not None else ""))
+                time.sleep(0.3)
+        out = subprocess.run([sys.executable, "-m", "harness.cli", "predict",
+                              str(tmp_path / "images.npy"), "--url",
+                              f"http://127.0.0.1:{port}", "--model-name", "tiny"],
+                             cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stdout + out.stderr
+        expected = in_process(tmp_path / "model" / "1", x)["classes"].tolist()
+        rows = [line.split("│") for line in out.stdout.splitlines() if line.count("│") == 4]
+        assert [int(r[2]) for r in rows] == expected
+    finally:
+        server.send_signal(signal.SIGTERM)
+        assert server.wait(timeout=30) == 0
+
+
+def test_serve_refuses_what_is_not_a_model(tmp_path):
+    (tmp_path / "empty").mkdir()
+    out = subprocess.run([sys.executable, "-m", "harness.cli", "serve", str(tmp_path / "empty"),
+                          "--runs-dir", str(tmp_path / "runs")], cwd=ROOT,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1
+    assert "no servable SavedModel version found" in " ".join(out.stdout.split())
