@@ -45,6 +45,19 @@ def _context(cfg: PipelineConfig, run_id: str, step: str, log_dir: Path, console
                         announce=lambda m: console.print(f"[bold magenta]{m}[/]"))
 
 
+def ensure_pipeline(cfg: PipelineConfig, session, setup: CloudSetup, run_id: str
+                    ) -> tuple[str, str]:
+    """Upload the code under the run's prefix, create or update the Glue job and the state
+    machine (idempotent); return (Glue action, state machine ARN)."""
+    layout = setup.layout(run_id)
+    glue_jobs = setup.stage_code(layout)
+    action = upsert_glue_job(aws.client(session, "glue", cfg), glue_jobs[cfg.etl.job_name],
+                             aws.glue_tags(cfg, run_id))
+    arn = upsert_state_machine(cfg, session, setup.outputs["StepFunctionsRoleArn"],
+                               setup.images, sagemaker_role_arn=setup.role, run_id=run_id)
+    return action, arn
+
+
 def cloud_run(cfg: PipelineConfig, console, *, dry_run: bool = False) -> int:
     if dry_run:
         return cli_plan(cfg, console, as_json=False)
@@ -66,12 +79,9 @@ def cloud_run(cfg: PipelineConfig, console, *, dry_run: bool = False) -> int:
         prepared = CloudPrepareRunner(session).run(
             prepare_request(cfg, layout), _context(cfg, run_id, "prepare", run_dir, console))
         console.print(f"raw data uploaded to {prepared['RawUri']}")
-        glue_jobs = setup.stage_code(layout)
-        action = upsert_glue_job(aws.client(session, "glue", cfg), glue_jobs[cfg.etl.job_name],
-                                 aws.glue_tags(cfg, run_id))
-        console.print(f"code uploaded to {layout.code}; Glue job {cfg.etl.job_name} {action}")
-        arn = upsert_state_machine(cfg, session, setup.outputs["StepFunctionsRoleArn"],
-                                   setup.images, sagemaker_role_arn=setup.role, run_id=run_id)
+        action, arn = ensure_pipeline(cfg, session, setup, run_id)
+        console.print(f"code uploaded to {layout.code}; Glue job {cfg.etl.job_name} {action}; "
+                      f"state machine {arn}")
         doc = execution_input(cfg, run_id=run_id, bucket=setup.bucket,
                               prefix=setup.run_prefix(run_id), prepared=prepared,
                               images=setup.images)

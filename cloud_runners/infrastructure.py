@@ -417,6 +417,11 @@ def cli_bootstrap(cfg: PipelineConfig, console) -> int:
         for k in OUTPUT_KEYS:
             table.add_row(k, outputs[k])
         console.print(table)
+        from cloud_runners.cloud_run import ensure_pipeline
+        from cloud_runners.setup import CloudSetup
+        action, arn = ensure_pipeline(cfg, session, CloudSetup(cfg, session=session,
+                                                               outputs=outputs), "bootstrap")
+        console.print(f"Glue job {cfg.etl.job_name} {action}; state machine {arn}")
         console.print(f"Resources the runs create are tagged {TAG_KEY}={cfg.cloud.stack_name}; "
                       "`harness cloud teardown` deletes them and the stack.")
         return 0
