@@ -10,6 +10,8 @@
   makes points at ``endpoint_url``.
 - ``stop()`` (or leaving the ``with`` block, also on an exception) shuts the server down,
   closes its socket, restores moto's config and ``MOTO_PORT`` and undoes the patches.
+- ``bridge``: a compute bridge (``bridge.GlueBridge``, ``training_bridge.TrainingBridge``)
+  or a list of them; each is installed after the patches and uninstalled first.
 """
 from __future__ import annotations
 
@@ -94,8 +96,10 @@ class EmbeddedEmulator:
             if self.patch_gaps:
                 from cloud_runners.emulator import moto_gaps
                 self._undo.append(moto_gaps.apply())
-            if self.bridge is not None:
-                self._undo.append(self.bridge.install(self))
+            bridges = self.bridge if isinstance(self.bridge, (list, tuple)) else [self.bridge]
+            for bridge in bridges:
+                if bridge is not None:
+                    self._undo.append(bridge.install(self))
         except BaseException:
             self.stop()
             raise

@@ -1,0 +1,273 @@
+"""The compute bridge for training: an emulated SageMaker ``CreateTrainingJob`` runs the
+training script locally, on the emulated S3.
+
+``TrainingBridge.install(emulator)`` wraps moto's ``SageMakerModelBackend.create_training_job``
+(moto's server runs in this process). moto creates every training job ``Completed`` at
+once, with made-up metrics (``train:progress``) and a ``test:dcg`` MetricDefinition
+written over the request's. The bridge keeps moto's job object (``DescribeTrainingJob``
+builds its answer from the object's attributes: ``BaseObject.gen_response_object``
+camel-cases ``__dict__``, ``None`` values left out) and sets those attributes itself:
+
+- at once: ``TrainingJobStatus`` ``InProgress`` (``SecondaryStatus`` ``Starting``), no
+  ``ModelArtifacts``/``FinalMetricDataList``/``TrainingEndTime`` yet, and the request's
+  own ``AlgorithmSpecification`` back;
+- a worker thread downloads ``HyperParameters.sagemaker_submit_directory``
+  (``sourcedir.tar.gz``) and every input channel's S3 prefix into a temporary directory,
+  runs ``local_runners.train.LocalTrainingRunner`` on the very request with only the URIs
+  turned into ``file://`` URIs of that directory, and uploads ``model.tar.gz`` and
+  ``output.tar.gz`` to ``<S3OutputPath>/<TrainingJobName>/output/`` (where SageMaker puts
+  them);
+- then ``Completed`` with ``ModelArtifacts.S3ModelArtifacts`` and the local run's real
+  ``FinalMetricDataList``, or ``Failed`` with the runner's error (local paths turned back
+  into the S3 URIs) as ``FailureReason``.
+
+A channel whose S3 prefix is empty is left out of the download, so the runner reports it
+("no data for channel ...") as it does locally.
+
+What the patch relies on in moto is fingerprinted in ``FINGERPRINTS``; ``check()`` names
+what changed and ``install()`` refuses to patch then (``tests/test_emulator_training.py``).
+"""
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import inspect
+import logging
+import tempfile
+import threading
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+from cloud_runners.emulator.moto_gaps import MOTO_VERSION, MotoGapsError, _resolve, fingerprint
+from harness import uris
+from harness.config import PipelineConfig
+from harness.errors import HarnessError
+from harness.stages import StageContext
+
+LOG = logging.getLogger("mlharness.emulator.training")
+# The local runner changes process-wide state while the script runs (os.environ, argv,
+# cwd, stdout): one training job at a time; others stay InProgress ("Training") meanwhile.
+_RUNNER_LOCK = threading.Lock()
+
+_MODELS = "moto.sagemaker.models"
+# sha256 (first 16 hex) of the moto code the bridge depends on, from moto 5.2.5.
+FINGERPRINTS = {
+    # wrapped; its keyword arguments are the request's fields, snake_case
+    f"{_MODELS}.SageMakerModelBackend.create_training_job": "28e33b84f7b4fdf5",
+    # the attributes the bridge sets (training_job_status, secondary_status,
+    # model_artifacts, final_metric_data_list, algorithm_specification, ...)
+    f"{_MODELS}.FakeTrainingJob.__init__": "74031841b1bda9ea",
+    # DescribeTrainingJob = the job's response_object = its camel-cased __dict__
+    f"{_MODELS}.SageMakerModelBackend.describe_training_job": "c78ae1d18ef98dc3",
+    f"{_MODELS}.FakeTrainingJob.response_object": "0126c234fdcf95b2",
+    f"{_MODELS}.BaseObject.gen_response_object": "dfa69faba40843bb",
+}
+
+
+def _resolve_attr(dotted: str) -> Any:
+    """Like ``_resolve`` but keeps properties (``getattr`` on the class gives them)."""
+    module, cls, attr = dotted.rsplit(".", 2)
+    klass = _resolve(f"{module}.{cls}")
+    return inspect.getattr_static(klass, attr)
+
+
+def check() -> list[str]:
+    """What the bridge relies on in moto and no longer finds as it was (empty: all good)."""
+    problems: list[str] = []
+    try:
+        import moto
+        if moto.__version__ != MOTO_VERSION:
+            problems.append(f"moto.__version__ is {moto.__version__}, the training bridge "
+                            f"was written for {MOTO_VERSION}")
+    except Exception as e:  # pragma: no cover
+        return [f"moto: cannot import ({e})"]
+    for dotted, expected in FINGERPRINTS.items():
+        try:
+            obj = _resolve_attr(dotted)
+            obj = obj.fget if isinstance(obj, property) else obj
+            got = fingerprint(obj)
+        except Exception as e:
+            problems.append(f"{dotted}: missing ({type(e).__name__}: {e})")
+            continue
+        if got != expected:
+            problems.append(f"{dotted}: source changed (fingerprint {got}, expected {expected})")
+    return problems
+
+
+def _pascal(snake: str) -> str:
+    return "".join(w[:1].upper() + w[1:] for w in snake.split("_"))
+
+
+def _metric_time(value: Any) -> Any:
+    """The runner's ISO 8601 timestamps as datetimes (moto serialises those)."""
+    if isinstance(value, str):
+        try:
+            return dt.datetime.fromisoformat(value)
+        except ValueError:
+            return value
+    return value
+
+
+class TrainingBridge:
+    """Run emulated SageMaker training jobs with the local training runner (module doc)."""
+
+    def __init__(self, cfg: PipelineConfig | None = None, *,
+                 workdir: str | Path | None = None):
+        self.cfg = cfg or PipelineConfig()
+        self.workdir = Path(workdir) if workdir else None
+        self.threads: list[threading.Thread] = []
+        self._emulator: Any = None
+
+    # -- install / uninstall ------------------------------------------------------------------
+
+    def install(self, emulator: Any) -> Callable[[], None]:
+        problems = check()
+        if problems:
+            raise MotoGapsError("moto changed under the training bridge "
+                                "(cloud_runners/emulator/training_bridge.py): "
+                                + "; ".join(problems))
+        from moto.sagemaker.models import SageMakerModelBackend
+
+        self._emulator = emulator
+        bridge = self
+        original = SageMakerModelBackend.create_training_job
+        signature = inspect.signature(original)
+
+        def create_training_job(backend, *args, **kwargs):
+            bound = signature.bind(backend, *args, **kwargs)
+            # moto writes its own MetricDefinitions into the request: keep ours.
+            request = {_pascal(k): copy.deepcopy(v) for k, v in bound.arguments.items()
+                       if k != "self" and v is not None}
+            job = original(backend, *args, **kwargs)
+            job.algorithm_specification = copy.deepcopy(request.get("AlgorithmSpecification"))
+            job.model_artifacts = None
+            job.final_metric_data_list = None
+            job.training_end_time = None
+            job.secondary_status = "Starting"
+            job.secondary_status_transitions = []
+            job.training_job_status = "InProgress"
+            thread = threading.Thread(target=bridge._run, args=(job, request),
+                                      name=f"training-bridge-{job.training_job_name[:24]}",
+                                      daemon=True)
+            bridge.threads.append(thread)
+            thread.start()
+            return job
+
+        create_training_job.__wrapped__ = original  # type: ignore[attr-defined]
+        SageMakerModelBackend.create_training_job = create_training_job
+
+        def uninstall() -> None:
+            SageMakerModelBackend.create_training_job = original
+            self.join()
+
+        return uninstall
+
+    def join(self, timeout: float | None = 300) -> None:
+        for t in list(self.threads):
+            t.join(timeout)
+
+    # -- one training job ---------------------------------------------------------------------
+
+    def _run(self, job: Any, request: dict[str, Any]) -> None:
+        local_to_s3: list[tuple[str, str]] = []
+        try:
+            with tempfile.TemporaryDirectory(prefix="mlharness-training-",
+                                             dir=self.workdir) as tmp:
+                result = self._execute(job, request, Path(tmp), local_to_s3)
+        except Exception as e:
+            LOG.error("training job %s failed:\n%s", job.training_job_name,
+                      traceback.format_exc())
+            message = e.message if isinstance(e, HarnessError) else f"{type(e).__name__}: {e}"
+            for local, remote in local_to_s3:
+                message = message.replace(local, remote)
+            job.failure_reason = message
+            job.training_end_time = job.last_modified_time = _utcnow()
+            job.secondary_status = "Failed"
+            job.training_job_status = "Failed"
+        else:
+            job.model_artifacts = result["ModelArtifacts"]
+            job.final_metric_data_list = [
+                {**m, "Timestamp": _metric_time(m.get("Timestamp"))}
+                for m in result.get("FinalMetricDataList", [])]
+            job.training_time_in_seconds = result.get("TrainingTimeInSeconds")
+            job.billable_time_in_seconds = result.get("TrainingTimeInSeconds")
+            job.training_end_time = job.last_modified_time = _utcnow()
+            job.secondary_status = "Completed"
+            job.training_job_status = "Completed"
+
+    def _execute(self, job: Any, request: dict[str, Any], tmp: Path,
+                 local_to_s3: list[tuple[str, str]]) -> dict[str, Any]:
+        from cloud_runners import aws
+        from local_runners.train import LocalTrainingRunner
+
+        s3 = self._emulator.client("s3")
+        name = request["TrainingJobName"]
+        hps = dict(request.get("HyperParameters") or {})
+        output_path = (request.get("OutputDataConfig") or {}).get("S3OutputPath")
+        if not output_path:
+            raise HarnessError("the training job has no OutputDataConfig.S3OutputPath",
+                               field="OutputDataConfig.S3OutputPath", expected="an s3:// URI")
+
+        def remember(local: Path, remote: str) -> str:
+            uri = uris.file_uri(local)
+            # Longest first, so a file:// URI is replaced before its bare path.
+            local_to_s3[:0] = [(uri, remote.rstrip("/")), (str(local), remote.rstrip("/"))]
+            return uri
+
+        local = copy.deepcopy(request)
+        job.secondary_status = "Downloading"
+        submit = hps.get("sagemaker_submit_directory")
+        if isinstance(submit, str) and submit.startswith("s3://"):
+            code = tmp / "code" / submit.rsplit("/", 1)[-1]
+            remember(code, submit)
+            if _object_exists(s3, submit):
+                aws.download_file(s3, submit, code)
+            local["HyperParameters"]["sagemaker_submit_directory"] = uris.file_uri(code)
+        out_dir = tmp / "output"
+        out_dir.mkdir()
+        out_uri = remember(out_dir, output_path)
+        local["OutputDataConfig"] = {**local["OutputDataConfig"], "S3OutputPath": out_uri}
+        # Other hyperparameters naming the output location (model_dir) follow it.
+        for key, value in hps.items():
+            if key != "sagemaker_submit_directory" and isinstance(value, str) \
+                    and value.startswith(output_path.rstrip("/") + "/"):
+                local["HyperParameters"][key] = out_uri + value[len(output_path.rstrip("/")):]
+        for i, channel in enumerate(local.get("InputDataConfig") or []):
+            try:
+                source = channel["DataSource"]["S3DataSource"]
+                remote = source["S3Uri"]
+            except (KeyError, TypeError):
+                continue  # the runner names the malformed channel
+            target = tmp / "data" / f"{i}-{channel.get('ChannelName', 'channel')}"
+            source["S3Uri"] = remember(target, remote)
+            if aws.list_keys(s3, remote):
+                aws.download_prefix(s3, remote, target)
+
+        ctx = StageContext(run_id=name, step="train", config=self.cfg,
+                           log=logging.getLogger(f"mlharness.emulator.training.{name}"),
+                           announce=lambda m: None)
+        job.secondary_status = "Training"
+        with _RUNNER_LOCK:
+            result = LocalTrainingRunner().run(local, ctx)
+        job.secondary_status = "Uploading"
+        job_out = out_dir / name / "output"
+        remote_out = uris.join(output_path, name, "output")
+        for archive in ("model.tar.gz", "output.tar.gz"):
+            aws.upload_file(s3, job_out / archive, uris.join(remote_out, archive))
+        result["ModelArtifacts"] = {"S3ModelArtifacts": uris.join(remote_out, "model.tar.gz")}
+        return result
+
+
+def _object_exists(s3: Any, uri: str) -> bool:
+    from cloud_runners import aws
+
+    bucket, key = aws.split_s3(uri)
+    answer = s3.list_objects_v2(Bucket=bucket, Prefix=key, MaxKeys=1)
+    return any(o["Key"] == key for o in answer.get("Contents", []))
+
+
+def _utcnow():
+    from moto.core.utils import utcnow
+
+    return utcnow()
