@@ -9,6 +9,7 @@ send the test split through the endpoint with ``InvokeEndpoint``. The run's reco
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from harness.asl import execution_input
 from harness.config import PipelineConfig
 from harness.errors import HarnessError
 from harness.requests import Names, infer_request, prepare_request
-from harness.runs import new_run_id
+from harness.runs import RunRecord, new_run_id, now_iso
 from harness.stages import StageContext
 from harness.storage import write_json_atomic
 
@@ -58,6 +59,20 @@ def ensure_pipeline(cfg: PipelineConfig, session, setup: CloudSetup, run_id: str
     return action, arn
 
 
+def save(run_dir: Path, execution: dict[str, Any]) -> None:
+    """``execution.json``: the Step Functions execution and its events; ``record.json``: the
+    run record every backend keeps (so `harness runs` / `harness show` list cloud runs)."""
+    write_json_atomic(run_dir / "execution.json", execution)
+    status = execution.get("status", "RUNNING")
+    record = RunRecord(run_id=execution["run_id"], backend="cloud",
+                       status="SUCCEEDED" if status == "SUCCEEDED" else
+                       ("RUNNING" if status == "RUNNING" else "FAILED"),
+                       error=": ".join(str(execution[k]) for k in ("error", "cause")
+                                       if execution.get(k)) or None,
+                       ended=None if status == "RUNNING" else now_iso())
+    write_json_atomic(run_dir / "record.json", asdict(record))
+
+
 def cloud_run(cfg: PipelineConfig, console, *, dry_run: bool = False) -> int:
     if dry_run:
         return cli_plan(cfg, console, as_json=False)
@@ -72,7 +87,9 @@ def cloud_run(cfg: PipelineConfig, console, *, dry_run: bool = False) -> int:
 
     run_dir = cfg.runs_path() / run_id
     run_dir.mkdir(parents=True)
-    record: dict[str, Any] = {"run_id": run_id, "backend": "cloud", "events": []}
+    record: dict[str, Any] = {"run_id": run_id, "backend": "cloud", "status": "RUNNING",
+                              "events": []}
+    save(run_dir, record)
     try:
         setup = CloudSetup(cfg, session=session)
         layout = setup.layout(run_id)
@@ -87,7 +104,7 @@ def cloud_run(cfg: PipelineConfig, console, *, dry_run: bool = False) -> int:
                               images=setup.images)
         execution = start_execution(cfg, session, arn, run_id, doc)
         record.update(state_machine=arn, execution=execution, input=doc)
-        write_json_atomic(run_dir / "record.json", record)
+        save(run_dir, record)
         console.print(f"execution {run_id}: {console_url(aws.region(cfg, session), execution)}")
 
         def on_event(event: dict[str, Any]) -> None:
@@ -100,8 +117,8 @@ def cloud_run(cfg: PipelineConfig, console, *, dry_run: bool = False) -> int:
 
         final = stream_events(session, execution, on_event, poll_s=cfg.cloud.poll_seconds,
                               cfg=cfg)
-        record["status"] = final["status"]
-        write_json_atomic(run_dir / "record.json", record)
+        record.update(status=final["status"], error=final.get("error"), cause=final.get("cause"))
+        save(run_dir, record)
         if final["status"] != "SUCCEEDED":
             console.print(f"[bold red]execution {final['status']}[/]: "
                           f"{final.get('error', '')} {final.get('cause', '')}", soft_wrap=True)
@@ -111,11 +128,11 @@ def cloud_run(cfg: PipelineConfig, console, *, dry_run: bool = False) -> int:
             infer_request(cfg, layout, deployed),
             _context(cfg, run_id, "infer", run_dir, console))
         record["infer"] = inferred
-        write_json_atomic(run_dir / "record.json", record)
+        save(run_dir, record)
     except HarnessError as e:
         record["status"] = "FAILED"
         record["error"] = e.message
-        write_json_atomic(run_dir / "record.json", record)
+        save(run_dir, record)
         console.print(f"[bold red]cloud run failed:[/] {e.message}", soft_wrap=True)
         return e.exit_code
     console.print(f"[green]endpoint {deployed['EndpointName']}[/] answered "

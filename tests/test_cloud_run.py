@@ -55,9 +55,12 @@ def test_cloud_run_uploads_starts_the_execution_and_reports_its_failure(session,
     assert "preflight ok" in text and "execution FAILED" in text and "bad input" in text
 
     (run_dir,) = list((tmp_path / "runs").iterdir())
-    record = json.loads((run_dir / "record.json").read_text())
+    record = json.loads((run_dir / "execution.json").read_text())
     run_id = record["run_id"]
     assert record["status"] == "FAILED" and record["execution"] == seen["execution"]
+    from harness.runs import RunStore
+    listed = RunStore(tmp_path / "runs").load(run_id)  # `harness runs` lists cloud runs too
+    assert listed.backend == "cloud" and listed.status == "FAILED" and "bad input" in listed.error
     assert [e["type"] for e in record["events"]] == ["ExecutionStarted", "TaskFailed"]
     assert record["input"]["RunId"] == run_id and record["input"]["Data"]["NumClasses"] == "10"
 
