@@ -64,7 +64,7 @@ def save(run_dir: Path, execution: dict[str, Any]) -> None:
     run record every backend keeps (so `harness runs` / `harness show` list cloud runs)."""
     write_json_atomic(run_dir / "execution.json", execution)
     status = execution.get("status", "RUNNING")
-    record = RunRecord(run_id=execution["run_id"], backend="cloud",
+    record = RunRecord(run_id=execution["run_id"], backend="cloud", started=execution["started"],
                        status="SUCCEEDED" if status == "SUCCEEDED" else
                        ("RUNNING" if status == "RUNNING" else "FAILED"),
                        error=": ".join(str(execution[k]) for k in ("error", "cause")
@@ -88,7 +88,7 @@ def cloud_run(cfg: PipelineConfig, console, *, dry_run: bool = False) -> int:
     run_dir = cfg.runs_path() / run_id
     run_dir.mkdir(parents=True)
     record: dict[str, Any] = {"run_id": run_id, "backend": "cloud", "status": "RUNNING",
-                              "events": []}
+                              "started": now_iso(), "events": []}
     save(run_dir, record)
     try:
         setup = CloudSetup(cfg, session=session)
