@@ -7,11 +7,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: install local-run run test test-fast bench bench-serve runs help cloud-plan cloud-bootstrap cloud-run cloud-teardown
+.PHONY: install local-run run test test-fast e2e bench bench-serve runs help cloud-plan cloud-bootstrap cloud-run cloud-teardown
 
 help:
 	@echo "make local-run   run the whole pipeline offline (installs into .venv first)"
 	@echo "make test        run the test suite"
+	@echo "make e2e         the cloud pipeline end to end on the embedded AWS emulator"
 	@echo "make bench       benchmarks -> bench/results.json"
 	@echo "make bench-serve serving latency/throughput -> bench/serve_results.json"
 	@echo "make runs        list earlier runs"
@@ -39,6 +40,9 @@ run: local-run
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(ARGS)
+
+e2e: $(STAMP)
+	$(BIN)/python -m pytest -q tests/test_emulator_*.py $(ARGS)
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow" $(ARGS)
