@@ -206,8 +206,11 @@ def compile_state_machine(cfg: PipelineConfig, images: dict[str, str], role: str
             "CausePath": "States.Format('endpoint {} failed to come InService', "
                          "$.Endpoint.EndpointName)"},
         "Deployed": {"Type": "Succeed"},
-        "PipelineFailed": {"Type": "Fail", "ErrorPath": "$.Error.Error",
-                           "CausePath": "$.Error.Cause"},
+        # A fixed custom error name (names starting "States." are reserved), the caught
+        # error's name and cause in the cause.
+        "PipelineFailed": {"Type": "Fail", "Error": "PipelineStepFailed",
+                           "CausePath": "States.Format('{}: {}', $.Error.Error, "
+                                        "$.Error.Cause)"},
     }
     return {
         "Comment": "mlharness MNIST pipeline: Glue ETL -> SageMaker training -> gate -> "

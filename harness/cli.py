@@ -66,6 +66,13 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     from harness.executor import LocalExecutor
 
     cfg = _cfg(args)
+    if cfg.backend == "emulator":
+        # The cloud path, offline: the Step Functions execution on the embedded emulator.
+        if args.resume or getattr(args, "from_step", None) or args.keep_serving:
+            raise ConfigError("--resume, --from and --keep-serving apply to the local "
+                              "backend only", field="--backend", expected="local")
+        from cloud_runners.emulator.run import emulator_run
+        return emulator_run(cfg, console)
     titles = {s.name: s.title for s in STEPS}
     progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
                         MofNCompleteColumn(), TimeElapsedColumn(), console=console,

@@ -41,3 +41,11 @@ def test_dry_run_prints_the_plan_without_aws(no_aws, tmp_path):
     assert "arn:aws:states:::sagemaker:createTrainingJob.sync" in out
     assert "tensorflow-training:2.19" in out and "one run" in out
     assert not (tmp_path / "runs").exists()
+
+
+def test_emulator_backend_refuses_local_only_options(no_aws, tmp_path):
+    proc = harness(no_aws, "run", "--backend", "emulator", "--resume", "x",
+                   "--runs-dir", str(tmp_path / "runs"))
+    assert proc.returncode == 2
+    assert "apply to the local backend only" in " ".join(proc.stdout.split())
+    assert not (tmp_path / "runs").exists()
