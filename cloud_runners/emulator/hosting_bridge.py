@@ -37,8 +37,9 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable
 
-from cloud_runners.emulator.moto_gaps import MOTO_VERSION, MotoGapsError, fingerprint
-from cloud_runners.emulator.training_bridge import _resolve_attr, _utcnow
+from cloud_runners.emulator.moto_gaps import (MotoGapsError, check_fingerprints,
+                                               resolve_attr)
+from cloud_runners.emulator.training_bridge import _utcnow
 from harness.config import PipelineConfig
 from harness.errors import HarnessError
 
@@ -69,25 +70,7 @@ FORWARD_TIMEOUT_S = 120.0
 
 def check() -> list[str]:
     """What the bridge relies on in moto and no longer finds as it was (empty: all good)."""
-    problems: list[str] = []
-    try:
-        import moto
-        if moto.__version__ != MOTO_VERSION:
-            problems.append(f"moto.__version__ is {moto.__version__}, the hosting bridge "
-                            f"was written for {MOTO_VERSION}")
-    except Exception as e:  # pragma: no cover
-        return [f"moto: cannot import ({e})"]
-    for dotted, expected in FINGERPRINTS.items():
-        try:
-            obj = _resolve_attr(dotted)
-            obj = obj.fget if isinstance(obj, property) else obj
-            got = fingerprint(obj)
-        except Exception as e:
-            problems.append(f"{dotted}: missing ({type(e).__name__}: {e})")
-            continue
-        if got != expected:
-            problems.append(f"{dotted}: source changed (fingerprint {got}, expected {expected})")
-    return problems
+    return check_fingerprints(FINGERPRINTS, "the hosting bridge", resolve_attr)
 
 
 class _Hosted:

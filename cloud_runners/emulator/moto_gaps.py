@@ -261,24 +261,41 @@ def _build_classes() -> dict[str, type]:
 # ----------------------------------------------------------------------------- guard, patch
 
 
-def check() -> list[str]:
-    """What the patch relies on in moto and no longer finds as it was (empty: all good)."""
+def resolve_attr(dotted: str) -> Any:
+    """Like ``_resolve`` for ``module.Class.attr`` but keeps properties as they are."""
+    module, cls, attr = dotted.rsplit(".", 2)
+    return inspect.getattr_static(_resolve(f"{module}.{cls}"), attr)
+
+
+def check_fingerprints(fingerprints: dict[str, str], who: str,
+                       resolve: Callable[[str], Any] = _resolve) -> list[str]:
+    """The moto version and every fingerprinted symbol ``who`` relies on, as problems
+    naming the symbol (empty: all as expected)."""
     problems: list[str] = []
     try:
         import moto
         if moto.__version__ != MOTO_VERSION:
-            problems.append(f"moto.__version__ is {moto.__version__}, the patch was written "
+            problems.append(f"moto.__version__ is {moto.__version__}, {who} was written "
                             f"for {MOTO_VERSION}")
     except Exception as e:  # pragma: no cover
         return [f"moto: cannot import ({e})"]
-    for dotted, expected in FINGERPRINTS.items():
+    for dotted, expected in fingerprints.items():
         try:
-            got = fingerprint(_resolve(dotted))
+            obj = resolve(dotted)
+            got = fingerprint(obj.fget if isinstance(obj, property) else obj)
         except Exception as e:
             problems.append(f"{dotted}: missing ({type(e).__name__}: {e})")
             continue
         if got != expected:
             problems.append(f"{dotted}: source changed (fingerprint {got}, expected {expected})")
+    return problems
+
+
+def check() -> list[str]:
+    """What the patch relies on in moto and no longer finds as it was (empty: all good)."""
+    problems = check_fingerprints(FINGERPRINTS, "the patch")
+    if problems and problems[0].startswith("moto: cannot import"):  # pragma: no cover
+        return problems
     try:
         factory = _resolve(_FACTORY_MODULE)
         if not callable(getattr(factory, "state_task_service_for", None)):

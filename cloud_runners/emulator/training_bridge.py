@@ -39,7 +39,8 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable
 
-from cloud_runners.emulator.moto_gaps import MOTO_VERSION, MotoGapsError, _resolve, fingerprint
+from cloud_runners.emulator.moto_gaps import (MotoGapsError, check_fingerprints,
+                                               resolve_attr)
 from harness import uris
 from harness.config import PipelineConfig
 from harness.errors import HarnessError
@@ -65,34 +66,9 @@ FINGERPRINTS = {
 }
 
 
-def _resolve_attr(dotted: str) -> Any:
-    """Like ``_resolve`` but keeps properties (``getattr`` on the class gives them)."""
-    module, cls, attr = dotted.rsplit(".", 2)
-    klass = _resolve(f"{module}.{cls}")
-    return inspect.getattr_static(klass, attr)
-
-
 def check() -> list[str]:
     """What the bridge relies on in moto and no longer finds as it was (empty: all good)."""
-    problems: list[str] = []
-    try:
-        import moto
-        if moto.__version__ != MOTO_VERSION:
-            problems.append(f"moto.__version__ is {moto.__version__}, the training bridge "
-                            f"was written for {MOTO_VERSION}")
-    except Exception as e:  # pragma: no cover
-        return [f"moto: cannot import ({e})"]
-    for dotted, expected in FINGERPRINTS.items():
-        try:
-            obj = _resolve_attr(dotted)
-            obj = obj.fget if isinstance(obj, property) else obj
-            got = fingerprint(obj)
-        except Exception as e:
-            problems.append(f"{dotted}: missing ({type(e).__name__}: {e})")
-            continue
-        if got != expected:
-            problems.append(f"{dotted}: source changed (fingerprint {got}, expected {expected})")
-    return problems
+    return check_fingerprints(FINGERPRINTS, "the training bridge", resolve_attr)
 
 
 def _pascal(snake: str) -> str:
