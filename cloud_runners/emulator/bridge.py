@@ -32,8 +32,9 @@ from harness.stages import StageContext
 LOG = logging.getLogger("mlharness.emulator.bridge")
 
 
-class GlueBridge:
-    """Run emulated Glue job runs with the local ETL runner (see the module doc)."""
+class Bridge:
+    """What every compute bridge shares: the config its runners get, a scratch folder,
+    the worker threads it waits for, and the refusal to patch a changed moto."""
 
     def __init__(self, cfg: PipelineConfig | None = None, *,
                  workdir: str | Path | None = None):
@@ -41,6 +42,29 @@ class GlueBridge:
         self.workdir = Path(workdir) if workdir else None
         self.threads: list[threading.Thread] = []
         self._emulator: Any = None
+
+    def join(self, timeout: float | None = 300) -> None:
+        for t in list(self.threads):
+            t.join(timeout)
+
+    @staticmethod
+    def refuse_changed_moto(problems: list[str], who: str, module_file: str) -> None:
+        if problems:
+            from cloud_runners.emulator.moto_gaps import MotoGapsError
+            raise MotoGapsError(f"moto changed under {who} ({module_file}): "
+                                + "; ".join(problems))
+
+
+def runner_error(e: BaseException, local_to_s3: list[tuple[str, str]]) -> str:
+    """The runner's error as AWS would report it: naming S3 locations, not temp paths."""
+    message = e.message if isinstance(e, HarnessError) else f"{type(e).__name__}: {e}"
+    for local, remote in local_to_s3:
+        message = message.replace(local, remote)
+    return message
+
+
+class GlueBridge(Bridge):
+    """Run emulated Glue job runs with the local ETL runner (see the module doc)."""
 
     # -- install / uninstall ------------------------------------------------------------------
 
@@ -95,10 +119,6 @@ class GlueBridge:
 
         return uninstall
 
-    def join(self, timeout: float | None = 300) -> None:
-        for t in list(self.threads):
-            t.join(timeout)
-
     # -- one job run --------------------------------------------------------------------------
 
     def _run(self, job: Any, run: Any) -> None:
@@ -108,14 +128,11 @@ class GlueBridge:
                 self._execute(job, run, Path(tmp))
         except Exception as e:
             LOG.error("Glue job run %s failed:\n%s", run.job_run_id, traceback.format_exc())
-            message = e.message if isinstance(e, HarnessError) else f"{type(e).__name__}: {e}"
-            for local, remote in getattr(self, "_local_to_s3", []):
-                message = message.replace(local, remote)
-            run.bridge_error = message
-            run.completed_on = run.modified_on = _utcnow()
+            run.bridge_error = runner_error(e, getattr(self, "_local_to_s3", []))
+            run.completed_on = run.modified_on = utcnow()
             run.bridge_state = "FAILED"
         else:
-            run.completed_on = run.modified_on = _utcnow()
+            run.completed_on = run.modified_on = utcnow()
             run.bridge_state = "SUCCEEDED"
 
     def _execute(self, job: Any, run: Any, tmp: Path) -> None:
@@ -150,7 +167,7 @@ class GlueBridge:
         aws.upload_dir(s3, out_dir, output_uri)
 
 
-def _utcnow():
+def utcnow():
     from moto.core.utils import utcnow
 
     return utcnow()

@@ -37,9 +37,8 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable
 
-from cloud_runners.emulator.moto_gaps import (MotoGapsError, check_fingerprints,
-                                               resolve_attr)
-from cloud_runners.emulator.training_bridge import _utcnow
+from cloud_runners.emulator.moto_gaps import check_fingerprints, resolve_attr
+from cloud_runners.emulator.bridge import Bridge, utcnow
 from harness.config import PipelineConfig
 from harness.errors import HarnessError
 
@@ -96,26 +95,20 @@ class _Hosted:
             shutil.rmtree(self.model_dir, ignore_errors=True)
 
 
-class HostingBridge:
+class HostingBridge(Bridge):
     """Serve emulated SageMaker endpoints with the local model server (module doc)."""
 
     def __init__(self, cfg: PipelineConfig | None = None, *,
                  workdir: str | Path | None = None):
-        self.cfg = cfg or PipelineConfig()
-        self.workdir = Path(workdir) if workdir else None
-        self.threads: list[threading.Thread] = []
+        super().__init__(cfg, workdir=workdir)
         self.hosted: dict[str, _Hosted] = {}  # endpoint ARN -> its server
         self._lock = threading.Lock()
-        self._emulator: Any = None
 
     # -- install / uninstall ------------------------------------------------------------------
 
     def install(self, emulator: Any) -> Callable[[], None]:
-        problems = check()
-        if problems:
-            raise MotoGapsError("moto changed under the hosting bridge "
-                                "(cloud_runners/emulator/hosting_bridge.py): "
-                                + "; ".join(problems))
+        self.refuse_changed_moto(check(), "the hosting bridge",
+                                 "cloud_runners/emulator/hosting_bridge.py")
         from moto.sagemaker.models import SageMakerModelBackend
         from moto.sagemakerruntime.responses import SageMakerRuntimeResponse
 
@@ -157,10 +150,6 @@ class HostingBridge:
                 h.stop()
 
         return uninstall
-
-    def join(self, timeout: float | None = 300) -> None:
-        for t in list(self.threads):
-            t.join(timeout)
 
     def server_for(self, endpoint_arn: str) -> Any:
         h = self.hosted.get(endpoint_arn)
@@ -220,7 +209,7 @@ class HostingBridge:
                   "".join(traceback.format_exception(e)))
         message = e.message if isinstance(e, HarnessError) else f"{type(e).__name__}: {e}"
         endpoint.failure_reason = message
-        endpoint.last_modified_time = _utcnow()
+        endpoint.last_modified_time = utcnow()
         endpoint.endpoint_status = "Failed"
 
     def _run(self, hosted: _Hosted, container: dict[str, Any]) -> None:
@@ -255,7 +244,7 @@ class HostingBridge:
         with hosted.lock:
             if not hosted.deleted:
                 hosted.server = server
-                endpoint.last_modified_time = _utcnow()
+                endpoint.last_modified_time = utcnow()
                 endpoint.endpoint_status = "InService"
                 LOG.info("endpoint %s in service at %s", endpoint.endpoint_name, server.url)
                 return

@@ -39,10 +39,9 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable
 
-from cloud_runners.emulator.moto_gaps import (MotoGapsError, check_fingerprints,
-                                               resolve_attr)
+from cloud_runners.emulator.bridge import Bridge, runner_error, utcnow
+from cloud_runners.emulator.moto_gaps import check_fingerprints, resolve_attr
 from harness import uris
-from harness.config import PipelineConfig
 from harness.errors import HarnessError
 from harness.stages import StageContext
 
@@ -85,24 +84,14 @@ def _metric_time(value: Any) -> Any:
     return value
 
 
-class TrainingBridge:
+class TrainingBridge(Bridge):
     """Run emulated SageMaker training jobs with the local training runner (module doc)."""
-
-    def __init__(self, cfg: PipelineConfig | None = None, *,
-                 workdir: str | Path | None = None):
-        self.cfg = cfg or PipelineConfig()
-        self.workdir = Path(workdir) if workdir else None
-        self.threads: list[threading.Thread] = []
-        self._emulator: Any = None
 
     # -- install / uninstall ------------------------------------------------------------------
 
     def install(self, emulator: Any) -> Callable[[], None]:
-        problems = check()
-        if problems:
-            raise MotoGapsError("moto changed under the training bridge "
-                                "(cloud_runners/emulator/training_bridge.py): "
-                                + "; ".join(problems))
+        self.refuse_changed_moto(check(), "the training bridge",
+                                 "cloud_runners/emulator/training_bridge.py")
         from moto.sagemaker.models import SageMakerModelBackend
 
         self._emulator = emulator
@@ -139,10 +128,6 @@ class TrainingBridge:
 
         return uninstall
 
-    def join(self, timeout: float | None = 300) -> None:
-        for t in list(self.threads):
-            t.join(timeout)
-
     # -- one training job ---------------------------------------------------------------------
 
     def _run(self, job: Any, request: dict[str, Any]) -> None:
@@ -154,11 +139,8 @@ class TrainingBridge:
         except Exception as e:
             LOG.error("training job %s failed:\n%s", job.training_job_name,
                       traceback.format_exc())
-            message = e.message if isinstance(e, HarnessError) else f"{type(e).__name__}: {e}"
-            for local, remote in local_to_s3:
-                message = message.replace(local, remote)
-            job.failure_reason = message
-            job.training_end_time = job.last_modified_time = _utcnow()
+            job.failure_reason = runner_error(e, local_to_s3)
+            job.training_end_time = job.last_modified_time = utcnow()
             job.secondary_status = "Failed"
             job.training_job_status = "Failed"
         else:
@@ -168,7 +150,7 @@ class TrainingBridge:
                 for m in result.get("FinalMetricDataList", [])]
             job.training_time_in_seconds = result.get("TrainingTimeInSeconds")
             job.billable_time_in_seconds = result.get("TrainingTimeInSeconds")
-            job.training_end_time = job.last_modified_time = _utcnow()
+            job.training_end_time = job.last_modified_time = utcnow()
             job.secondary_status = "Completed"
             job.training_job_status = "Completed"
 
@@ -241,9 +223,3 @@ def _object_exists(s3: Any, uri: str) -> bool:
     bucket, key = aws.split_s3(uri)
     answer = s3.list_objects_v2(Bucket=bucket, Prefix=key, MaxKeys=1)
     return any(o["Key"] == key for o in answer.get("Contents", []))
-
-
-def _utcnow():
-    from moto.core.utils import utcnow
-
-    return utcnow()
