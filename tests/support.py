@@ -3,9 +3,12 @@ contract, an in-process reference call, a raw HTTP call, and real digits written
 ETL writes them."""
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
+import warnings
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -80,3 +83,21 @@ def write_split(directory: Path, x: np.ndarray, y: np.ndarray, parts: int = 2) -
         pq.write_table(table.slice(i * step, step), directory / f"part-{i:05d}-x.snappy.parquet")
     (directory / "_SUCCESS").write_text("")
     return directory
+
+
+@contextlib.contextmanager
+def moto_session(monkeypatch, region: str = "us-east-1", **session_kw) -> Iterator:
+    """A boto3 session on moto's in-process mock: fake keys (or ``session_kw``), no profile,
+    no endpoint override; moto's CloudFormation warning about BucketPolicy silenced."""
+    import boto3
+    import moto
+
+    for k in ("AWS_PROFILE", "AWS_ENDPOINT_URL"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", region)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Tried to parse")
+        with moto.mock_aws():
+            yield boto3.session.Session(region_name=region, **session_kw)

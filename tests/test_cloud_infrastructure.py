@@ -1,9 +1,9 @@
 """The CloudFormation template (linted and read for meaning) and bootstrap/teardown on moto."""
 import ast
 import json
-import warnings
 
 import pytest
+from support import moto_session
 
 from cloud_runners import aws as aws_mod
 from cloud_runners import infrastructure as infra
@@ -165,16 +165,8 @@ def test_stack_parameters_from_config():
 
 @pytest.fixture
 def aws(monkeypatch):
-    for k in ("AWS_PROFILE", "AWS_ENDPOINT_URL"):
-        monkeypatch.delenv(k, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    with warnings.catch_warnings():
-        # moto's CloudFormation skips AWS::S3::BucketPolicy (it says so in a warning).
-        warnings.filterwarnings("ignore", message="Tried to parse")
-        with moto.mock_aws():
-            yield boto3.session.Session(region_name=REGION)
+    with moto_session(monkeypatch, REGION) as session:
+        yield session
 
 
 @pytest.fixture

@@ -2,10 +2,10 @@
 after bootstrap -> what the run creates and costs, without ever showing a secret."""
 import io
 import json
-import warnings
 
 import pytest
 from rich.console import Console
+from support import moto_session
 
 from cloud_runners import aws as aws_mod
 from cloud_runners import infrastructure as infra
@@ -85,15 +85,10 @@ def test_unknown_profile_names_the_field(no_credentials):
 
 @pytest.fixture
 def aws(monkeypatch):
-    for k in ("AWS_PROFILE", "AWS_ENDPOINT_URL"):
-        monkeypatch.delenv(k, raising=False)
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Tried to parse")
-        with moto.mock_aws():
-            # Explicit keys with a recognisable secret: it must never be printed.
-            yield boto3.session.Session(aws_access_key_id="AKIAIOSFODNN7EXAMPLE",
-                                        aws_secret_access_key=SECRET, region_name=REGION)
+    # Explicit keys with a recognisable secret: it must never be printed.
+    with moto_session(monkeypatch, REGION, aws_access_key_id="AKIAIOSFODNN7EXAMPLE",
+                      aws_secret_access_key=SECRET) as session:
+        yield session
 
 
 def test_no_stack_says_bootstrap_first(aws):

@@ -5,12 +5,10 @@ is given: a FAILED execution must be reported with its cause and exit 1, after t
 the code, the Glue job, the state machine and the execution were created as on AWS.
 """
 import json
-import warnings
 
-import boto3
-import moto
 import pytest
 from rich.console import Console
+from support import moto_session
 
 from cloud_runners import cloud_run as cloud_run_mod
 from cloud_runners import infrastructure as infra
@@ -21,16 +19,9 @@ REGION = "us-east-1"
 
 @pytest.fixture
 def session(monkeypatch, tmp_path):
-    for k in ("AWS_PROFILE", "AWS_ENDPOINT_URL"):
-        monkeypatch.delenv(k, raising=False)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
     monkeypatch.setenv("MLHARNESS_CACHE", str(tmp_path / "cache"))
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Tried to parse")
-        with moto.mock_aws():
-            yield boto3.session.Session(region_name=REGION)
+    with moto_session(monkeypatch, REGION) as session:
+        yield session
 
 
 def test_cloud_run_uploads_starts_the_execution_and_reports_its_failure(session, tmp_path,
