@@ -251,6 +251,16 @@ def client_for_endpoint(description: dict[str, Any],
     """
     name = description.get("EndpointName")
     if description.get("EndpointUrl"):
+        # ``EndpointApi`` says which HTTP contract the server speaks (harness.endpoints):
+        # TF Serving's REST API (the official container) or SageMaker's /invocations.
+        if description.get("EndpointApi") == "tf-serving":
+            served = description.get("ServedModelName")
+            if not served:
+                raise HarnessError("a TF Serving endpoint description needs the model name",
+                                   field="ServedModelName",
+                                   expected="the name in /v1/models/<name>")
+            return EndpointClient(HttpTfServingTransport(description["EndpointUrl"], served),
+                                  name)
         return EndpointClient(HttpInvocationsTransport(description["EndpointUrl"]), name)
     if transport_factory is not None:
         return EndpointClient(transport_factory(description), name)

@@ -1,0 +1,110 @@
+"""One ``Endpoint`` interface for a served model, three implementations.
+
+- ``embedded``               the embedded aiohttp server (``local_runners.serve_embedded``),
+                             the default: no Docker, no cloud;
+- ``tf-serving-container``   the official TensorFlow Serving image started through the
+                             Docker SDK for Python (``local_runners.serve_container``);
+- ``sagemaker``              a SageMaker real-time endpoint (``cloud_runners.
+                             endpoint_sagemaker``), reached with InvokeEndpoint.
+
+Every implementation hands out the same ``EndpointClient`` (``harness.inference_client``)
+over its own transport, so callers send the same TF Serving request bodies and read the
+same answers whichever one serves. Implementations are imported lazily by dotted path
+(as ``harness.backends`` does for runners): choosing ``embedded`` never imports the
+Docker SDK or boto3, and this module imports neither.
+"""
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from harness.errors import ConfigError
+from harness.inference_client import EndpointClient
+
+# The local implementations, by ``deploy.server`` value. The SageMaker endpoint is made by
+# the cloud backend's deploy runner (it needs the AWS session), not from this table.
+LOCAL_SERVERS: dict[str, str] = {
+    "embedded": "local_runners.serve_embedded:EmbeddedEndpoint",
+    "tf-serving-container": "local_runners.serve_container:TfServingContainerEndpoint",
+}
+
+# How a client talks to an endpoint URL (the ``EndpointApi`` of a deploy step's output).
+API_SAGEMAKER = "sagemaker"       # POST /invocations, GET /ping
+API_TF_SERVING = "tf-serving"     # POST /v1/models/<name>:predict, GET /v1/models/<name>
+
+
+@dataclass(frozen=True)
+class ServingOptions:
+    """What every local implementation is started with (from ``deploy`` config or the
+    CreateModel request's SAGEMAKER_TFS_* environment)."""
+
+    host: str = "127.0.0.1"
+    port: int = 0                              # 0: any free port
+    max_batch_size: int | None = 128           # None: batching off
+    batch_timeout_micros: int = 1000
+    capture_dir: str | None = None             # data capture (embedded server only)
+    capture_percent: float = 100.0
+    endpoint_name: str | None = None           # name in capture paths and descriptions
+    variant_name: str = "AllTraffic"
+    version_poll_seconds: float | None = None  # serve newer <version>/ dirs as they appear
+
+
+class Endpoint(ABC):
+    """A served model. ``start()`` returns once it answers; ``stop()`` releases everything
+    it started (server, container, port). Usable as a context manager."""
+
+    kind: str = ""
+
+    def __init__(self, model_name: str):
+        self.model_name = model_name
+
+    @abstractmethod
+    def start(self, timeout: float = 120.0) -> "Endpoint":
+        """Serve and wait until the model answers; raise HarnessError if it cannot."""
+
+    @abstractmethod
+    def stop(self) -> None:
+        """Stop serving (idempotent). In-flight requests finish first where the
+        implementation controls the server."""
+
+    @abstractmethod
+    def client(self) -> EndpointClient:
+        """A new client for this endpoint (TF Serving request bodies in, predictions out)."""
+
+    @abstractmethod
+    def describe(self) -> dict[str, Any]:
+        """DescribeEndpoint-shaped facts: ``EndpointName``, ``EndpointStatus``, and for
+        HTTP endpoints ``EndpointUrl`` + ``EndpointApi``; ``ServedModelName``,
+        ``ModelVersion`` where known."""
+
+    @property
+    def url(self) -> str | None:
+        """The HTTP base URL (None for endpoints reached through an API, e.g. SageMaker)."""
+        return self.describe().get("EndpointUrl")
+
+    def __enter__(self) -> "Endpoint":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def local_server_kinds() -> list[str]:
+    return sorted(LOCAL_SERVERS)
+
+
+def open_local_endpoint(kind: str, model_dir: str | Path, model_name: str,
+                        options: ServingOptions = ServingOptions()) -> Endpoint:
+    """An unstarted local endpoint of ``kind`` serving ``model_dir``
+    (``<version>/saved_model.pb`` layout)."""
+    try:
+        target = LOCAL_SERVERS[kind]
+    except KeyError:
+        raise ConfigError(f"unknown model server {kind!r}", field="deploy.server",
+                          expected="one of " + ", ".join(local_server_kinds())) from None
+    module_name, cls_name = target.split(":")
+    cls = getattr(importlib.import_module(module_name), cls_name)
+    return cls(Path(model_dir), model_name, options)
