@@ -4,8 +4,8 @@
                 [--resume RUN_ID [--from STEP]] [--keep-serving]
     harness runs
     harness show RUN_ID [--step STEP]
-    harness serve RUN|MODEL_DIR|model.tar.gz [--port 8080]
-    harness predict FILES... [--url http://127.0.0.1:8080]
+    harness serve RUN|MODEL_DIR|model.tar.gz [--port 8080] [--server embedded|tf-serving-container]
+    harness predict FILES... [--url http://127.0.0.1:8080 | --sagemaker-endpoint NAME]
     harness cloud plan|preflight|bootstrap|run|teardown
 """
 from __future__ import annotations
@@ -261,6 +261,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--poll-seconds", type=float, help="serve newer <version>/ dirs as they appear")
     serve.add_argument("--capture-dir", help="write SageMaker-format data capture here")
     serve.add_argument("--capture-percent", type=float, default=100.0)
+    serve.add_argument("--server", choices=["embedded", "tf-serving-container"],
+                       help="default: deploy.server (embedded; the TF Serving container needs "
+                       "a Docker engine)")
     serve.set_defaults(func=cmd_serve)
 
     predict = sub.add_parser("predict", help="send images to a served model, print classes")
@@ -268,6 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("files", nargs="+", help="IDX images files, PNG files or .npy arrays")
     predict.add_argument("--url", default="http://127.0.0.1:8080")
     predict.add_argument("--model-name", help="default: deploy.model_name")
+    predict.add_argument("--sagemaker-endpoint", metavar="NAME",
+                         help="send to this SageMaker endpoint (InvokeEndpoint, AWS credentials "
+                         "and cloud.region) instead of --url")
     predict.set_defaults(func=cmd_predict)
 
     cloud = sub.add_parser("cloud", help="the pipeline on AWS: plan, bootstrap, run, teardown")
@@ -290,25 +296,35 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_serve(args: argparse.Namespace, console: Console) -> int:
+    from harness.endpoints import ServingOptions
     from harness.serving_cli import serve
     cfg = _cfg(args)
     d = cfg.deploy
-    flags = ["--host", args.host, "--port", str(args.port),
-             "--model-name", args.model_name or d.model_name,
-             "--max-batch-size", str(d.max_batch_size),
-             "--batch-timeout-micros", str(d.batch_timeout_micros)]
-    if args.poll_seconds:
-        flags += ["--poll-seconds", str(args.poll_seconds)]
-    if args.capture_dir:
-        flags += ["--capture-dir", args.capture_dir, "--capture-percent",
-                  str(args.capture_percent)]
-    return serve(args.model, RunStore(cfg.runs_path()), flags)
+    options = ServingOptions(host=args.host, port=args.port,
+                             max_batch_size=d.max_batch_size or None,
+                             batch_timeout_micros=d.batch_timeout_micros,
+                             capture_dir=args.capture_dir,
+                             capture_percent=args.capture_percent,
+                             version_poll_seconds=args.poll_seconds)
+    return serve(args.model, RunStore(cfg.runs_path()), args.server or d.server,
+                 args.model_name or d.model_name, options, console)
 
 
 def cmd_predict(args: argparse.Namespace, console: Console) -> int:
     from harness.serving_cli import predict
     cfg = _cfg(args)
-    return predict(args.files, args.url, args.model_name or cfg.deploy.model_name, console)
+    factory = None
+    if args.sagemaker_endpoint:
+        def factory():
+            # the cloud package is imported only here: the core stays boto3-free
+            from cloud_runners.aws import client, session_for
+            from cloud_runners.endpoint_sagemaker import SageMakerEndpoint
+            session = session_for(cfg)
+            return SageMakerEndpoint(args.sagemaker_endpoint, client(session, "sagemaker", cfg),
+                                     client(session, "sagemaker-runtime", cfg),
+                                     poll_seconds=1.0, step="predict").start(timeout=5).client()
+    return predict(args.files, args.url, args.model_name or cfg.deploy.model_name, console,
+                   factory)
 
 
 def cmd_cloud(args: argparse.Namespace, console: Console) -> int:

@@ -93,6 +93,9 @@ class DeployConfig(_Section):
     model_name: str = "mnist"
     instance_type: str = "ml.m5.large"
     initial_instance_count: int = Field(1, ge=1)
+    # Which model server the local deploy starts (harness/endpoints.py): the embedded
+    # server, or the official TF Serving image through the Docker SDK (needs an engine).
+    server: Literal["embedded", "tf-serving-container"] = "embedded"
     host: str = "127.0.0.1"
     port: int = Field(0, ge=0, le=65535)
     keep_serving: bool = False

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -10,6 +11,9 @@ from harness import uris
 from harness.archives import extract_archive, newest_model_version
 from harness.errors import DataError, HarnessError
 from harness.runs import RunStore
+
+if TYPE_CHECKING:
+    from harness.endpoints import ServingOptions
 
 
 def resolve_model_dir(target: str, store: RunStore, scratch: Path) -> Path:
@@ -60,22 +64,52 @@ def load_images(files: list[str]) -> np.ndarray:
     return np.concatenate(rows)
 
 
-def serve(target: str, store: RunStore, args: list[str]) -> int:
-    from local_runners import model_server
+def serve(target: str, store: RunStore, kind: str, model_name: str,
+          options: "ServingOptions", console) -> int:
+    """Serve until Ctrl+C or SIGTERM, then stop gracefully (in-flight requests finish)."""
+    import signal
+    import threading
+
+    from harness.endpoints import open_local_endpoint
+
     with tempfile.TemporaryDirectory(prefix="mlharness-serve-") as tmp:
         model_dir = resolve_model_dir(target, store, Path(tmp))
-        return model_server.main(["--model-dir", str(model_dir), *args])
+        endpoint = open_local_endpoint(kind, model_dir, model_name, options)
+        endpoint.start()
+        done = threading.Event()
+        previous = signal.signal(signal.SIGTERM, lambda *_: done.set())
+        try:
+            described = endpoint.describe()
+            console.print(f"serving model '{model_name}' version {described.get('ModelVersion')}"
+                          f" at {described['EndpointUrl']} ({kind}; Ctrl+C to stop)",
+                          highlight=False)
+            console.file.flush()
+            while not done.wait(0.5):
+                pass
+        except KeyboardInterrupt:
+            pass
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+            endpoint.stop()
+    return 0
 
 
-def predict(files: list[str], url: str, model_name: str, console) -> int:
+def predict(files: list[str], url: str, model_name: str, console,
+            client_factory=None) -> int:
+    """Send the images (batches of 100) and print class and probability per image.
+    ``client_factory`` gives the client for a non-HTTP endpoint (a SageMaker endpoint);
+    by default the TF Serving REST API at ``url`` is used."""
     from rich.table import Table
 
     from harness.inference_client import EndpointClient, HttpTfServingTransport
 
     x = load_images(files)
-    with EndpointClient(HttpTfServingTransport(url, model_name)) as client:
+    client = (client_factory() if client_factory is not None
+              else EndpointClient(HttpTfServingTransport(url, model_name)))
+    with client:
         result = client.predict_batches(x, 100)
-    table = Table(title=f"{len(x)} image(s) → {url} ({model_name})")
+        where = client.transport.url
+    table = Table(title=f"{len(x)} image(s) → {where} ({model_name})")
     for col in ("#", "class", "probability"):
         table.add_column(col)
     for i, (cls, probs) in enumerate(zip(result["classes"], result["probabilities"])):

@@ -1,9 +1,10 @@
 """Local ``deploy``: execute CreateModel / CreateEndpointConfig / CreateEndpoint.
 
 The request trio is the one the cloud runner sends to SageMaker. Locally the endpoint is
-the embedded model server (``local_runners.model_server``) on 127.0.0.1, serving the
-extracted ``model.tar.gz``. The step output has the shape of ``DescribeEndpoint`` plus
-``EndpointUrl`` (local only), ``ModelName`` and ``ModelVersion``.
+the model server chosen by ``deploy.server`` (``harness.endpoints``: the embedded server by
+default, or the TF Serving container) on 127.0.0.1, serving the extracted
+``model.tar.gz``. The step output has the shape of ``DescribeEndpoint`` plus
+``EndpointUrl``/``EndpointApi`` (local only), ``ModelName`` and ``ModelVersion``.
 """
 from __future__ import annotations
 
@@ -16,10 +17,8 @@ from typing import Any
 from harness import uris
 from harness.archives import extract_archive
 from harness.errors import HarnessError
-from harness.inference_client import ping
+from harness.endpoints import ServingOptions, open_local_endpoint
 from harness.stages import StageContext, StageRunner
-from local_runners.model_server import ModelServer
-from local_runners.serve_capture import DataCapture
 
 
 def _get(request: dict[str, Any], dotted: str, kind: type | tuple = str) -> Any:
@@ -75,14 +74,13 @@ def serving_options(environment: dict[str, str]) -> dict[str, Any]:
                            "SAGEMAKER_TFS_BATCH_TIMEOUT_MICROS as integers") from None
 
 
-def data_capture(request: dict[str, Any], endpoint_name: str, variant: str
-                 ) -> DataCapture | None:
-    """DataCaptureConfig of the endpoint config, executed locally (file:// destination)."""
+def capture_options(request: dict[str, Any]) -> dict[str, Any]:
+    """DataCaptureConfig of the endpoint config as serving options (file:// destination)."""
     cfg = request["CreateEndpointConfig"].get("DataCaptureConfig")
     if not cfg or not cfg.get("EnableCapture"):
-        return None
-    return DataCapture(uris.local_path(cfg["DestinationS3Uri"]), endpoint_name, variant,
-                       cfg.get("InitialSamplingPercentage", 100))
+        return {}
+    return {"capture_dir": str(uris.local_path(cfg["DestinationS3Uri"])),
+            "capture_percent": float(cfg.get("InitialSamplingPercentage", 100))}
 
 
 def extract_model_archive(archive: Path, dest: Path) -> None:
@@ -98,12 +96,15 @@ class LocalDeployRunner(StageRunner):
     def run(self, request: dict[str, Any], ctx: StageContext) -> dict[str, Any]:
         variant = validate_hosting_requests(request)
         container = request["CreateModel"]["PrimaryContainer"]
+        environment = container.get("Environment") or {}
         endpoint_name = request["CreateEndpoint"]["EndpointName"]
-        model_name = (container.get("Environment") or {}).get(
-            "SAGEMAKER_TFS_DEFAULT_MODEL_NAME") or ctx.config.deploy.model_name
+        variant_name = variant.get("VariantName", "AllTraffic")
+        model_name = environment.get("SAGEMAKER_TFS_DEFAULT_MODEL_NAME") \
+            or ctx.config.deploy.model_name
         archive = uris.local_path(container["ModelDataUrl"])
-        ctx.log.info("deploy: image %s is not used locally; serving %s with the embedded "
-                     "model server", container.get("Image"), archive)
+        server_kind = ctx.config.deploy.server
+        ctx.log.info("deploy: image %s is not used locally; serving %s with the %s model "
+                     "server", container.get("Image"), archive, server_kind)
 
         model_dir = Path(tempfile.mkdtemp(prefix=f"mlharness-{endpoint_name[:40]}-"))
         keep = ctx.config.deploy.keep_serving
@@ -111,32 +112,32 @@ class LocalDeployRunner(StageRunner):
             ctx.resources.callback(shutil.rmtree, model_dir, ignore_errors=True)
         try:
             extract_model_archive(archive, model_dir)
-            server = ModelServer(model_dir, model_name, host=ctx.config.deploy.host,
-                                 port=ctx.config.deploy.port,
-                                 **serving_options(container.get("Environment") or {}),
-                                 data_capture=data_capture(request, endpoint_name,
-                                                           variant.get("VariantName",
-                                                                       "AllTraffic")))
-            server.start()
+            capture = capture_options(request)
+            options = ServingOptions(
+                host=ctx.config.deploy.host, port=ctx.config.deploy.port,
+                endpoint_name=endpoint_name, variant_name=variant_name,
+                **serving_options(environment), **capture)
+            endpoint = open_local_endpoint(server_kind, model_dir, model_name, options)
+            endpoint.start()
         except BaseException:
             if keep:
                 shutil.rmtree(model_dir, ignore_errors=True)
             raise
         if not keep:
-            ctx.resources.callback(server.stop)
-        ping(server.url, timeout=30)
-        created = dt.datetime.now(dt.timezone.utc).isoformat()
-        ctx.log.info("endpoint %s in service at %s (model %s version %d, handlers: %s)",
-                     endpoint_name, server.url, model_name, server.model.version,
-                     server.handlers.source if server.handlers else "none")
-        ctx.announce(f"endpoint {endpoint_name} serving at {server.url}"
+            ctx.resources.callback(endpoint.stop)
+        described = endpoint.describe()
+        ctx.log.info("endpoint %s in service at %s (model %s version %s, server %s)",
+                     endpoint_name, described["EndpointUrl"], model_name,
+                     described.get("ModelVersion"), server_kind)
+        ctx.announce(f"endpoint {endpoint_name} serving at {described['EndpointUrl']}"
                      + ("  (kept serving after the run: stop it with Ctrl+C)" if keep else ""))
+        created = dt.datetime.now(dt.timezone.utc).isoformat()
         return {
             "EndpointName": endpoint_name,
             "EndpointConfigName": request["CreateEndpoint"]["EndpointConfigName"],
             "EndpointStatus": "InService",
             "ProductionVariants": [{
-                "VariantName": variant.get("VariantName", "AllTraffic"),
+                "VariantName": variant_name,
                 "DeployedImages": [{"SpecifiedImage": container.get("Image")}],
                 "CurrentWeight": 1.0, "DesiredWeight": 1.0,
                 "CurrentInstanceCount": 1,
@@ -144,8 +145,10 @@ class LocalDeployRunner(StageRunner):
             }],
             "CreationTime": created,
             "LastModifiedTime": created,
-            "EndpointUrl": server.url,
+            "EndpointUrl": described["EndpointUrl"],
+            "EndpointApi": described["EndpointApi"],
+            "Server": server_kind,
             "ModelName": request["CreateModel"]["ModelName"],
-            "ModelVersion": server.model.version,
+            "ModelVersion": described.get("ModelVersion"),
             "ServedModelName": model_name,
         }
