@@ -1,0 +1,284 @@
+"""The tf-serving-container Endpoint, driven through the real Docker SDK against a fake
+Docker engine (tests/fake_docker_engine.py) that runs the embedded model server in place of
+tensorflow_model_server; and without any engine at all."""
+from __future__ import annotations
+
+import glob
+import os
+import re
+import socket
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fake_docker_engine import FakeDockerEngine, free_port
+from support import D, in_process, save_tiny_model
+
+from harness.endpoints import ServingOptions, open_local_endpoint
+from harness.errors import HarnessError
+from harness.inference_client import client_for_endpoint
+from local_runners.serve_container import TfServingContainerEndpoint, tf_serving_image
+
+PROJECT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("model")
+    save_tiny_model(d)
+    return d
+
+
+@pytest.fixture(scope="module")
+def x() -> np.ndarray:
+    return np.random.default_rng(3).random((5, D), dtype=np.float32)
+
+
+@pytest.fixture(scope="module")
+def engine():
+    with FakeDockerEngine() as e:
+        yield e
+
+
+@pytest.fixture
+def docker_env(engine, monkeypatch):
+    """DOCKER_HOST at the fake engine; the image present; no TLS or context from outside."""
+    for k in ("DOCKER_TLS_VERIFY", "DOCKER_CERT_PATH", "DOCKER_CONTEXT", "TF_SERVING_IMAGE"):
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("DOCKER_HOST", engine.url)
+    engine.images = {tf_serving_image()}
+    engine.pull_error, engine.pull_error_in_stream = None, False
+    engine.pulls.clear()
+    yield engine
+    assert engine.running_containers() == []
+
+
+def config_dirs() -> set[str]:
+    return set(glob.glob(os.path.join(tempfile.gettempdir(), "mlharness-tfs-*")))
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def test_image_follows_tensorflow_and_matches_compose(monkeypatch):
+    monkeypatch.delenv("TF_SERVING_IMAGE", raising=False)
+    compose = (PROJECT / "docker-compose.yml").read_text()
+    default = re.search(r"image: \$\{TF_SERVING_IMAGE:-([^}]+)\}", compose).group(1)
+    assert tf_serving_image() == default == "tensorflow/serving:2.19.0"
+    monkeypatch.setenv("TF_SERVING_IMAGE", "registry.example/tfs:9.9.0")
+    assert tf_serving_image() == "registry.example/tfs:9.9.0"
+    assert "127.0.0.1:" in compose.split("tf-serving:")[1].split("ports:")[1].splitlines()[1]
+
+
+def test_without_a_docker_engine(model_dir, monkeypatch):
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    before = config_dirs()
+    ep = open_local_endpoint("tf-serving-container", model_dir, "tiny")
+    with pytest.raises(HarnessError) as err:
+        ep.start(timeout=5)
+    message = str(err.value)
+    assert "Docker engine" in message and "unix:///nonexistent/docker.sock" in message
+    assert "deploy.server: embedded" in message and "--server embedded" in message
+    assert ep.describe()["EndpointStatus"] == "OutOfService" and ep.container is None
+    assert config_dirs() == before
+    ep.stop()
+
+
+def test_refuses_capture_and_unservable_dirs(model_dir, tmp_path):
+    ep = TfServingContainerEndpoint(model_dir, "tiny", ServingOptions(capture_dir=str(tmp_path)))
+    with pytest.raises(HarnessError, match="data capture.*embedded"):
+        ep.start()
+    with pytest.raises(HarnessError, match="no servable SavedModel version"):
+        TfServingContainerEndpoint(tmp_path, "tiny").start()
+
+
+def test_serves_through_docker(model_dir, x, docker_env):
+    engine = docker_env
+    engine.images = set()          # not present locally: start() pulls it
+    before = config_dirs()
+    options = ServingOptions(port=0, max_batch_size=8, batch_timeout_micros=500,
+                             endpoint_name="digits")
+    ep = TfServingContainerEndpoint(model_dir, "tiny", options)
+    with ep:
+        assert engine.pulls == [tf_serving_image()]
+        got, want = ep.client().predict(x), in_process(model_dir / "1", x)
+        np.testing.assert_array_equal(got["classes"], want["classes"])
+        np.testing.assert_allclose(got["probabilities"], want["probabilities"], rtol=1e-5)
+        d = ep.describe()
+        with client_for_endpoint(d) as client:
+            np.testing.assert_array_equal(client.predict(x)["classes"], want["classes"])
+
+        # What the engine was asked for.
+        body = engine.created[-1]
+        container = engine.containers[d["ContainerId"]]
+        port = int(container.host_binding["HostPort"])     # the port "Docker" chose
+        assert d == {"EndpointName": "digits", "EndpointStatus": "InService",
+                     "EndpointUrl": f"http://127.0.0.1:{port}", "EndpointApi": "tf-serving",
+                     "ServedModelName": "tiny", "ModelVersion": 1, "Server": "tf-serving-container",
+                     "ContainerId": container.id, "Image": tf_serving_image()}
+        host = body["HostConfig"]
+        assert host["PortBindings"] == {"8501/tcp": [{"HostIp": "127.0.0.1", "HostPort": ""}]}
+        assert "8501/tcp" in body["ExposedPorts"]
+        mounts = {m["Target"]: m for m in host["Mounts"]}
+        assert mounts["/models/tiny"]["Source"] == str(model_dir.resolve())
+        assert mounts["/models/tiny"]["ReadOnly"] is True and mounts["/config"]["ReadOnly"]
+        assert "MODEL_NAME=tiny" in body["Env"]
+        assert body["Labels"] == {"mlharness.endpoint": "digits"}
+        assert body["Cmd"] == ["--enable_batching=true",
+                               "--batching_parameters_file=/config/batching_parameters.txt"]
+        params = Path(mounts["/config"]["Source"], "batching_parameters.txt").read_text()
+        assert "max_batch_size { value: 8 }" in params
+        assert "batch_timeout_micros { value: 500 }" in params
+        assert f"num_batch_threads {{ value: {os.cpu_count()} }}" in params
+        assert "max_enqueued_batches { value: 100 }" in params
+        # ... and what the "image" ran with it.
+        argv = container.argv
+        assert argv[argv.index("--max-batch-size") + 1] == "8"
+        assert argv[argv.index("--batch-timeout-micros") + 1] == "500"
+        assert argv[argv.index("--host") + 1] == "127.0.0.1"
+
+    assert container.id in engine.removed and not engine.containers
+    assert port_is_free(port)
+    assert config_dirs() == before
+    assert ep.describe()["EndpointStatus"] == "OutOfService" and "EndpointUrl" not in ep.describe()
+    ep.stop()                      # twice is fine
+
+
+@pytest.mark.parametrize("in_stream", [False, True], ids=["http-error", "stream-error"])
+def test_pull_failure(model_dir, docker_env, in_stream):
+    engine = docker_env
+    engine.images = set()
+    engine.pull_error = "Get \"https://registry-1.docker.io/v2/\": dial tcp: no such host"
+    engine.pull_error_in_stream = in_stream
+    before = config_dirs()
+    with pytest.raises(HarnessError) as err:
+        TfServingContainerEndpoint(model_dir, "tiny").start()
+    message = str(err.value)
+    image = tf_serving_image()
+    assert f"cannot pull the TensorFlow Serving image {image}" in message
+    assert "no such host" in message and f"docker pull {image}" in message
+    assert "embedded" in message
+    assert engine.pulls == [image] and not engine.containers and config_dirs() == before
+
+
+def test_port_in_use_fixed_port_without_batching(model_dir, docker_env):
+    engine = docker_env
+    before = config_dirs()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        ep = TfServingContainerEndpoint(model_dir, "tiny",
+                                        ServingOptions(port=port, max_batch_size=None,
+                                                       version_poll_seconds=3))
+        with pytest.raises(HarnessError, match=f"port {port} already in use"):
+            ep.start()
+    body = engine.created[-1]
+    assert body["HostConfig"]["PortBindings"] == {
+        "8501/tcp": [{"HostIp": "127.0.0.1", "HostPort": str(port)}]}
+    assert body["Cmd"] == ["--file_system_poll_wait_seconds=3"]     # no batching flags
+    assert [m["Target"] for m in body["HostConfig"]["Mounts"]] == ["/models/tiny"]
+    assert not engine.containers and config_dirs() == before
+
+
+def test_container_that_exits_at_once(tmp_path, docker_env):
+    engine = docker_env
+    (tmp_path / "1").mkdir()
+    (tmp_path / "1" / "saved_model.pb").write_bytes(b"not a SavedModel")
+    before = config_dirs()
+    ep = TfServingContainerEndpoint(tmp_path, "broken")
+    with pytest.raises(HarnessError) as err:
+        ep.start(timeout=60)
+    message = str(err.value)
+    assert "exited (code 1) before the model was AVAILABLE" in message
+    assert "last log lines" in message and "cannot load the SavedModel" in message
+    assert engine.removed[-1] not in engine.containers and not engine.containers
+    assert config_dirs() == before and ep.container is None
+
+
+def test_timeout_removes_the_container(model_dir, docker_env):
+    engine = docker_env
+    ep = TfServingContainerEndpoint(model_dir, "tiny", ServingOptions(port=free_port()))
+    with pytest.raises(HarnessError, match="did not report the model AVAILABLE within 0.3 s"):
+        ep.start(timeout=0.3)
+    assert not engine.containers and ep.describe()["EndpointStatus"] == "OutOfService"
+
+
+def _deploy_ctx(cfg, step="deploy"):
+    import contextlib
+    import logging
+
+    from harness.stages import StageContext
+
+    class Progress:
+        @contextlib.contextmanager
+        def task(self, description, total=None):
+            yield None
+    return StageContext(run_id="test-run", step=step, config=cfg,
+                        log=logging.getLogger(f"test.{step}"), progress=Progress(),
+                        announce=lambda msg: None)
+
+
+def _hosting_request(cfg, tmp_path, model_dir):
+    import tarfile
+
+    from harness import uris
+    from harness.requests import Names, hosting_requests
+    archive = tmp_path / "model.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(model_dir / "1", arcname="1")
+    return hosting_requests(cfg, Names(cfg, "test-run"), uris.file_uri(archive),
+                            image="tf-inference:2.19")
+
+
+def test_local_deploy_on_the_container_answers_as_the_embedded_server(docker_env, model_dir,
+                                                                       x, tmp_path):
+    """deploy.server picks the implementation; the infer step's client gets the same
+    answers from both."""
+    from harness.config import PipelineConfig
+    from local_runners.deploy import LocalDeployRunner
+
+    answers = {}
+    for server in ("embedded", "tf-serving-container"):
+        cfg = PipelineConfig()
+        cfg.deploy.server = server
+        request = _hosting_request(cfg, tmp_path, model_dir)
+        ctx = _deploy_ctx(cfg)
+        with ctx.resources:
+            deployed = LocalDeployRunner().run(request, ctx)
+            assert deployed["Server"] == server and deployed["EndpointStatus"] == "InService"
+            assert deployed["EndpointUrl"].startswith("http://127.0.0.1:")
+            with client_for_endpoint(deployed) as client:
+                answers[server] = client.predict(x)
+        assert docker_env.running_containers() == []
+    assert deployed["EndpointApi"] == "tf-serving"
+    assert answers["embedded"]["classes"].tolist() == \
+        answers["tf-serving-container"]["classes"].tolist()
+    np.testing.assert_allclose(answers["embedded"]["probabilities"],
+                               answers["tf-serving-container"]["probabilities"], rtol=1e-6)
+
+
+def test_local_deploy_on_the_container_without_an_engine_says_so(model_dir, tmp_path,
+                                                                  monkeypatch):
+    from harness.config import PipelineConfig
+    from local_runners.deploy import LocalDeployRunner
+
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    cfg = PipelineConfig()
+    cfg.deploy.server = "tf-serving-container"
+    request = _hosting_request(cfg, tmp_path, model_dir)
+    def leftovers() -> set[str]:
+        return set(glob.glob(os.path.join(tempfile.gettempdir(), "mlharness-*test-run*"))) \
+            | config_dirs()
+    before = leftovers()
+    ctx = _deploy_ctx(cfg)
+    with pytest.raises(HarnessError, match="Docker engine") as err, ctx.resources:
+        LocalDeployRunner().run(request, ctx)
+    assert "deploy.server: embedded" in str(err.value)
+    assert leftovers() <= before
