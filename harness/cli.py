@@ -301,7 +301,7 @@ def cmd_serve(args: argparse.Namespace, console: Console) -> int:
     cfg = _cfg(args)
     d = cfg.deploy
     options = ServingOptions(host=args.host, port=args.port,
-                             max_batch_size=d.max_batch_size or None,
+                             max_batch_size=d.max_batch_size,
                              batch_timeout_micros=d.batch_timeout_micros,
                              capture_dir=args.capture_dir,
                              capture_percent=args.capture_percent,

@@ -43,13 +43,18 @@ class ServingOptions:
 
     host: str = "127.0.0.1"
     port: int = 0                              # 0: any free port
-    max_batch_size: int | None = 128           # None: batching off
+    max_batch_size: int | None = 128           # None or 0: batching off
     batch_timeout_micros: int = 1000
     capture_dir: str | None = None             # data capture (embedded server only)
     capture_percent: float = 100.0
     endpoint_name: str | None = None           # name in capture paths and descriptions
     variant_name: str = "AllTraffic"
     version_poll_seconds: float | None = None  # serve newer <version>/ dirs as they appear
+    # (the TF Serving container always polls its model dir: once a second unless set)
+
+    def __post_init__(self) -> None:
+        if not self.max_batch_size:           # 0 means off, as deploy.max_batch_size says
+            object.__setattr__(self, "max_batch_size", None)
 
 
 class Endpoint(ABC):
