@@ -4,8 +4,11 @@ Not part of the tests. In one run, on this machine:
   1. in-process: the SavedModel's serving signature for 1 and 100 images (median latency),
      and the batched ceiling (images/s calling it with large batches back to back);
   2. over loopback: the server (``python -m local_runners.model_server`` in its own process)
-     driven by an asyncio/aiohttp load generator for a bounded time at concurrency 1, 8 and
+     driven by a lean keep-alive HTTP/1.1 load generator (``local_runners/http_load.py``, raw
+     asyncio protocols on uvloop, so it takes little of the CPU it shares with the server)
+     for a bounded time at concurrency 1, 8 and
      32, with 1-image and 100-image requests: req/s, images/s, p50/p99 latency, errors.
+Every measured answer is checked against the in-process signature's (errors.bad_answers).
 Goals (issue 5, 2 cores): 1-image p50 <= 3x in-process; 100-image p50 <= 4x in-process;
 1-image throughput at concurrency 32 >= 50% of the batched ceiling. Prints the ratios and
 writes bench/serve_results.json. Only 127.0.0.1 is ever contacted.
@@ -13,7 +16,6 @@ writes bench/serve_results.json. Only 127.0.0.1 is ever contacted.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import datetime as dt
 import json
 import os
@@ -28,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 import orjson
+
+from local_runners.http_load import run_load
 
 ROOT = Path(__file__).resolve().parent.parent
 MODEL_NAME = "mnist"
@@ -94,45 +98,27 @@ def start_server(model_dir: Path, port: int, extra: list[str]) -> subprocess.Pop
     return proc
 
 
-async def load(url: str, body: bytes, concurrency: int, seconds: float, warmup: float) -> dict:
-    """``concurrency`` keep-alive connections posting ``body`` back to back."""
-    import aiohttp
-    latencies: list[float] = []
-    errors = {"http": 0, "connection": 0}
-    measuring = False
-    headers = {"Content-Type": "application/json"}
-    connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
-    timeout = aiohttp.ClientTimeout(total=60)
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
-        stop_at = time.perf_counter() + warmup + seconds
+def answer_checker(model_dir: Path, x: np.ndarray):
+    """check(status, body) for the load generator: every answer must equal the in-process
+    signature's for ``x`` (within float tolerance; batching may change the last bits)."""
+    from local_runners.model_server import LoadedModel
+    want = LoadedModel(model_dir).signatures["serving_default"]({"pixels": x})
+    seen: set[bytes] = set()       # bodies already verified (a byte-equal answer is right too)
 
-        async def worker():
-            while time.perf_counter() < stop_at:
-                t = time.perf_counter()
-                try:
-                    async with session.post(url, data=body, headers=headers) as resp:
-                        await resp.read()
-                        ok = resp.status == 200
-                except aiohttp.ClientError:
-                    errors["connection"] += measuring
-                    continue
-                if measuring:
-                    if ok:
-                        latencies.append(time.perf_counter() - t)
-                    else:
-                        errors["http"] += 1
-
-        tasks = [asyncio.ensure_future(worker()) for _ in range(concurrency)]
-        await asyncio.sleep(warmup)
-        measuring, start = True, time.perf_counter()
-        await asyncio.gather(*tasks)
-        elapsed = time.perf_counter() - start
-    lat = np.array(latencies) * 1000
-    return {"requests": len(lat), "seconds": round(elapsed, 2),
-            "req_per_s": len(lat) / elapsed,
-            "p50_ms": float(np.percentile(lat, 50)) if len(lat) else None,
-            "p99_ms": float(np.percentile(lat, 99)) if len(lat) else None,
-            "errors": errors}
+    def check(status: int, body: bytes) -> bool:
+        if body in seen:
+            return True
+        try:
+            rows = orjson.loads(body)["predictions"]
+            got = np.array([r["probabilities"] for r in rows])
+            ok = (len(rows) == len(x) and [r["classes"] for r in rows] == want["classes"].tolist()
+                  and np.allclose(got, want["probabilities"], rtol=1e-4, atol=1e-6))
+        except (KeyError, TypeError, ValueError):
+            return False
+        if ok and len(seen) < 64:
+            seen.add(body)
+        return ok
+    return check
 
 
 def check_answer(url: str, x: np.ndarray, model_dir: Path) -> None:
@@ -169,15 +155,18 @@ def main(argv: list[str] | None = None) -> int:
         inproc = bench_in_process(model_dir, min(args.seconds, 3.0))
         port = free_port()
         proc = start_server(model_dir, port, args.server_args.split())
-        url = f"http://127.0.0.1:{port}/v1/models/{MODEL_NAME}:predict"
+        path = f"/v1/models/{MODEL_NAME}:predict"
+        url = f"http://127.0.0.1:{port}{path}"
         results: dict = {}
         try:
             check_answer(url, images(5, seed=9), model_dir)
             for n in (1, 100):
                 body = orjson.dumps({"instances": images(n, seed=n)},
                                     option=orjson.OPT_SERIALIZE_NUMPY)
+                check = answer_checker(model_dir, images(n, seed=n))
                 for c in levels:
-                    r = asyncio.run(load(url, body, c, args.seconds, args.warmup))
+                    r = run_load("127.0.0.1", port, path, body, c, seconds=args.seconds,
+                                 warmup=args.warmup, check=check).summary()
                     r["images_per_s"] = r["req_per_s"] * n
                     results[f"{n}x{c}"] = r
                     print(f"  {n:>3} image(s)  concurrency {c:>2}: {r['req_per_s']:8.0f} req/s "

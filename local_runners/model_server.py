@@ -18,8 +18,11 @@ model calls run in their own pool through an adaptive micro-batcher
 concurrent requests into one call. With ``version_poll_seconds`` (or on ``reload()``) a newer
 ``<version>/`` is loaded, warmed up and switched to atomically: requests in flight finish on
 the version they started with. ``data_capture`` (``local_runners.serve_capture``) records
-sampled request/response pairs in SageMaker's data capture format. Run in the foreground with
-``python -m local_runners.model_server --model-dir D --model-name N --port P``.
+sampled request/response pairs in SageMaker's data capture format. The event loop is uvloop's
+when it is installed. ``stop()`` is graceful: the listener closes (new connections are
+refused), requests in flight are answered within ``shutdown_timeout``, then the port is free.
+Run in the foreground with ``python -m local_runners.model_server --model-dir D
+--model-name N --port P``; SIGTERM or Ctrl+C stops it the same way, exit status 0.
 """
 from __future__ import annotations
 
@@ -55,6 +58,7 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_BODY_BYTES = 20 * 1024 * 1024
 DEFAULT_MAX_BATCH_SIZE = 128
 DEFAULT_BATCH_TIMEOUT_MICROS = 1000
+DEFAULT_SHUTDOWN_TIMEOUT = 10.0   # grace period for requests in flight when stopping
 INLINE_BODY_BYTES = 32 * 1024     # smaller bodies are decoded on the event loop itself
 INLINE_ROWS = 16                  # responses with at most this many rows encoded there too
 JSON = "application/json"
@@ -73,6 +77,15 @@ class RequestError(Exception):
         super().__init__(message)
         self.status = status
         self.message = message
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's event loop (libuv: less CPU per request) when installed, else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
 
 
 # --------------------------------------------------------------------------- the model
@@ -181,16 +194,18 @@ def _loads(body: bytes) -> Any:
 
 
 def _to_array(value: Any, info: TensorInfo) -> np.ndarray:
-    expected = f"{info.dtype.name} numbers in shape {info.shape_text()}"
+    def expected() -> str:      # only built for an error message
+        return f"{info.dtype.name} numbers in shape {info.shape_text()}"
+
     try:
         raw = np.array(value)
     except ValueError:
         raise RequestError(400, f"input '{info.name}' is ragged (rows of different lengths); "
-                           f"expected {expected}") from None
+                           f"expected {expected()}") from None
     if raw.size and raw.dtype.kind not in "iuf":
         kind = {"U": "strings", "S": "strings", "b": "booleans", "O": "nulls or mixed values"}
         raise RequestError(400, f"input '{info.name}' holds {kind.get(raw.dtype.kind, raw.dtype)}; "
-                           f"expected {expected}")
+                           f"expected {expected()}")
     if raw.ndim != len(info.shape) or any(
             want is not None and got != want for got, want in zip(raw.shape, info.shape)):
         hint = (" (wrap a single instance in a list)"
@@ -200,7 +215,7 @@ def _to_array(value: Any, info: TensorInfo) -> np.ndarray:
     arr = raw.astype(info.dtype, copy=False)
     if arr.dtype.kind == "f" and not np.isfinite(arr).all():
         raise RequestError(400, f"input '{info.name}' holds NaN or infinite values; "
-                           f"expected finite {expected}")
+                           f"expected finite {expected()}")
     return arr
 
 
@@ -346,15 +361,18 @@ class ModelServer:
                  max_batch_size: int | None = DEFAULT_MAX_BATCH_SIZE,
                  batch_timeout_micros: int = DEFAULT_BATCH_TIMEOUT_MICROS,
                  num_batch_threads: int = 1, version_poll_seconds: float | None = None,
-                 data_capture: DataCapture | None = None):
+                 data_capture: DataCapture | None = None,
+                 shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT):
         """``max_batch_size=None`` turns micro-batching off (one model call per request).
         ``version_poll_seconds`` polls ``model_dir`` for a newer version (None: only on
-        ``reload()``). ``data_capture`` is closed (flushed) by ``stop()``."""
+        ``reload()``). ``data_capture`` is closed (flushed) by ``stop()``.
+        ``shutdown_timeout`` is the grace period ``stop()`` gives requests in flight."""
         self.model_dir = Path(model_dir)
         self.model_name = model_name
         self.host = host
         self.port = port
         self.max_body_bytes = max_body_bytes
+        self.shutdown_timeout = shutdown_timeout
         self._handler_source = inference_handlers
         self.handlers: SimpleNamespace | None = None
         self.model: LoadedModel | None = None
@@ -418,23 +436,42 @@ class ModelServer:
     def wait_loaded(self, timeout: float = 120.0) -> None:
         self._load_future.result(timeout)
 
-    def stop(self, timeout: float = 10.0) -> None:
-        """Close the listener and open connections; the port is free when this returns."""
+    def stop(self) -> None:
+        """Stop gracefully: close the listener (new connections are refused), let requests
+        in flight finish and answer them (for up to ``shutdown_timeout`` seconds; handlers
+        still running then are cancelled), close every connection, then the loop and the
+        pools. The port is free when this returns."""
         if self._thread is None:
             return
+        grace = self.shutdown_timeout
         self._stopping.set()
         loop = self._loop
-        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), loop).result(timeout)
+        try:
+            asyncio.run_coroutine_threadsafe(self._shutdown(grace), loop).result(grace + 10)
+        except concurrent.futures.TimeoutError:
+            log.error("model server %s did not shut down within %.0f s", self.model_name,
+                      grace + 10)
         loop.call_soon_threadsafe(loop.stop)
-        self._thread.join(timeout)
+        self._thread.join(10)
         self._thread = None
         if self._poller is not None:
-            self._poller.join(timeout)
+            self._poller.join(10)
             self._poller = None
         for pool in (self._executor, self._handler_executor, self._model_executor):
             pool.shutdown(wait=False, cancel_futures=True)
         if self.data_capture is not None:
-            self.data_capture.close(timeout)
+            self.data_capture.close(10)
+
+    async def _shutdown(self, grace: float) -> None:  # grace: AppRunner's shutdown_timeout
+        """aiohttp's graceful shutdown (``AppRunner.cleanup``): stop the sites (listener
+        closed), close idle keep-alive connections, wait up to ``shutdown_timeout`` for the
+        handlers in progress (their answers go out with ``Connection: close``), then cancel
+        what is left and close the rest."""
+        server = self._runner.server
+        if server is not None and server.connections:
+            log.info("stopping %s: %d connection(s) open; requests in flight get up to "
+                     "%.0f s to finish", self.model_name, len(server.connections), grace)
+        await self._runner.cleanup()
 
     def __enter__(self) -> "ModelServer":
         return self.start()
@@ -443,7 +480,7 @@ class ModelServer:
         self.stop()
 
     def _serve(self, listening: threading.Event, failure: list) -> None:
-        loop = asyncio.new_event_loop()
+        loop = new_event_loop()
         self._loop = loop
         asyncio.set_event_loop(loop)
         try:
@@ -456,6 +493,12 @@ class ModelServer:
         listening.set()
         try:
             loop.run_forever()
+            # what outlived the grace period (e.g. a hung model call) is cancelled
+            pending = asyncio.all_tasks(loop)
+            for task in pending:
+                task.cancel()
+            if pending:
+                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
         finally:
             loop.close()
 
@@ -466,7 +509,8 @@ class ModelServer:
         app.router.add_post("/invocations", self._invocations)
         app.router.add_get("/v1/models/{path:.+}", self._get_model)
         app.router.add_post("/v1/models/{path:.+}", self._post_model)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False,
+                                     shutdown_timeout=self.shutdown_timeout)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
         await site.start()
@@ -755,14 +799,26 @@ def main(argv: list[str] | None = None) -> int:
                     help="most instances merged into one model call; 0 turns batching off")
     ap.add_argument("--batch-timeout-micros", type=int, default=DEFAULT_BATCH_TIMEOUT_MICROS,
                     help="longest wait for more requests while others are being received")
+    ap.add_argument("--shutdown-timeout", type=float, default=DEFAULT_SHUTDOWN_TIMEOUT,
+                    help="on SIGTERM/Ctrl+C, seconds requests in flight get to finish")
     ap.add_argument("--poll-seconds", type=float, default=None,
                     help="poll the model dir for a newer <version>/ this often")
+    ap.add_argument("--intra-op-threads", type=int, default=0,
+                    help="threads one TF op may use (TF Serving's "
+                    "--tensorflow_intra_op_parallelism); 0: TensorFlow's default")
+    ap.add_argument("--inter-op-threads", type=int, default=0,
+                    help="TF ops run at the same time (--tensorflow_inter_op_parallelism); "
+                    "0: TensorFlow's default")
     ap.add_argument("--capture-dir", help="write data capture JSON Lines under this directory")
     ap.add_argument("--capture-percent", type=float, default=100.0)
     ap.add_argument("--endpoint-name", default=None,
                     help="endpoint name in the capture path (default: the model name)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if args.intra_op_threads or args.inter_op_threads:
+        import tensorflow as tf   # before the model loads: TF fixes its pools on first use
+        tf.config.threading.set_intra_op_parallelism_threads(args.intra_op_threads)
+        tf.config.threading.set_inter_op_parallelism_threads(args.inter_op_threads)
     capture = (DataCapture(args.capture_dir, args.endpoint_name or args.model_name,
                            sampling_percentage=args.capture_percent)
                if args.capture_dir else None)
@@ -770,21 +826,24 @@ def main(argv: list[str] | None = None) -> int:
                          max_body_bytes=int(args.max_body_mb * 2**20),
                          max_batch_size=args.max_batch_size or None,
                          batch_timeout_micros=args.batch_timeout_micros,
-                         version_poll_seconds=args.poll_seconds, data_capture=capture)
+                         version_poll_seconds=args.poll_seconds, data_capture=capture,
+                         shutdown_timeout=args.shutdown_timeout)
     try:
         server.start()
     except HarnessError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
     done = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    # SIGTERM (docker stop, SageMaker) and Ctrl+C both stop gracefully: requests in flight
+    # are answered (up to --shutdown-timeout) before the process exits 0.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: done.set())
     print(f"serving model '{args.model_name}' version {server.model.version} at {server.url} "
           f"(Ctrl+C to stop)", flush=True)
     try:
         while not done.wait(0.5):
             pass
-    except KeyboardInterrupt:
-        pass
+        log.info("stopping: no new connections; finishing requests in flight")
     finally:
         server.stop()
     return 0

@@ -14,6 +14,11 @@ when it is free again; results are split back per request. The knobs mirror TF S
 - ``num_batch_threads``     model calls that may run at the same time (1 by default: on a
   small machine one TF call already uses every core).
 
+A worker thread that finishes a model call hands the results to the event loop and takes the
+next batch from the (locked) queue itself, so the model does not sit idle until a busy event
+loop gets round to noticing that the call is over; the loop dispatches only when no worker
+is running.
+
 Only requests with the same key (model version, signature, per-row shapes and dtypes) are
 merged. If a merged call fails, each of its requests is run alone, so a request that makes
 the model fail gets its own error and the others still get their answers.
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Awaitable, Callable, Hashable
@@ -74,6 +80,8 @@ class MicroBatcher:
         self.batch_timeout = batch_timeout_micros / 1e6
         self.num_batch_threads = num_batch_threads
         self._queue: collections.deque[_Pending] = collections.deque()
+        # the queue is shared with the worker threads, which take the next batch themselves
+        self._lock = threading.Lock()
         self._busy = 0                  # model calls in progress
         self._arriving = 0              # requests received and still being decoded
         self._timer: asyncio.TimerHandle | None = None
@@ -88,7 +96,8 @@ class MicroBatcher:
 
     def depart(self) -> None:
         """An arrived request will not be submitted (it was malformed)."""
-        self._arriving -= 1
+        with self._lock:
+            self._arriving -= 1
         if not self._arriving and self._queue:
             self._dispatch()      # nobody else is coming: do not sit out the timeout
 
@@ -98,9 +107,10 @@ class MicroBatcher:
         rows = len(next(iter(arrays.values())))
         future = asyncio.get_running_loop().create_future()
         self.stats.requests += 1
-        self._queue.append(_Pending(key, fn, arrays, rows, future))
-        if arrived:
-            self._arriving -= 1
+        with self._lock:
+            self._queue.append(_Pending(key, fn, arrays, rows, future))
+            if arrived:
+                self._arriving -= 1
         if not self._soon:
             # dispatch at the end of this loop iteration: requests whose bytes arrived
             # together are all queued by then and share the call (no timer needed)
@@ -110,18 +120,32 @@ class MicroBatcher:
 
     # -- scheduling (always on the event loop thread)
     def _dispatch(self) -> None:
-        while self._queue and self._busy < self.num_batch_threads:
-            head = self._queue[0]
-            if head.rows < self.max_batch_size and self.batch_timeout > 0 and self._arriving:
-                queued = sum(p.rows for p in self._queue if p.key == head.key)
-                left = head.enqueued + self.batch_timeout - time.perf_counter()
-                if queued < self.max_batch_size and left > 0:
-                    if self._timer is None:
-                        self._timer = asyncio.get_running_loop().call_later(left, self._wake)
+        loop = asyncio.get_running_loop()
+        while self._busy < self.num_batch_threads:
+            with self._lock:
+                if not self._queue:
                     return
-            batch = self._take()
+                if not self._ready():
+                    if self._timer is None:
+                        left = self._queue[0].enqueued + self.batch_timeout - time.perf_counter()
+                        self._timer = loop.call_later(max(left, 0.0), self._wake)
+                    return
+                batch = self._take()
             self._busy += 1
-            asyncio.get_running_loop().create_task(self._execute(batch))
+            loop.create_task(self._execute(batch))
+
+    def _ready(self) -> bool:
+        """Whether the head of the queue may run now (else it waits for requests that are
+        being received, up to ``batch_timeout``). Called with the lock held."""
+        if not self._queue:
+            return False
+        head = self._queue[0]
+        if head.rows < self.max_batch_size and self.batch_timeout > 0 and self._arriving:
+            queued = sum(p.rows for p in self._queue if p.key == head.key)
+            left = head.enqueued + self.batch_timeout - time.perf_counter()
+            if queued < self.max_batch_size and left > 0:
+                return False
+        return True
 
     def _dispatch_soon(self) -> None:
         self._soon = False
@@ -151,29 +175,49 @@ class MicroBatcher:
         return batch
 
     async def _execute(self, batch: list[_Pending]) -> None:
+        loop = asyncio.get_running_loop()
         try:
-            live = [p for p in batch if not p.future.done()]   # a cancelled client
-            if live:
-                results = await self._run(_call_batch, live)
-                self.stats.model_calls += results.calls
-                self.stats.fallbacks += results.fallback
-                self.stats.rows += sum(p.rows for p in live)
-                self.stats.largest_batch = max(self.stats.largest_batch,
-                                               sum(p.rows for p in live))
-                for p, outcome in zip(live, results.outcomes):
-                    if p.future.done():
-                        continue
-                    if isinstance(outcome, BaseException):
-                        p.future.set_exception(outcome)
-                    else:
-                        p.future.set_result(outcome)
-        except BaseException as e:  # the runner itself failed (e.g. pool shut down)
+            await self._run(self._work, batch, loop)
+        except (Exception, asyncio.CancelledError) as e:  # the runner failed (pool shut down)
             for p in batch:
                 if not p.future.done():
                     p.future.set_exception(e)
         finally:
             self._busy -= 1
-            self._dispatch()
+            if loop.is_running():   # not when a stopped server's loop closes this task
+                self._dispatch()
+
+    def _work(self, batch: list[_Pending], loop: asyncio.AbstractEventLoop) -> None:
+        """In a worker thread: run ``batch``, hand its results to the loop, then go on with
+        whatever queued up meanwhile, so the model never waits for a busy event loop to
+        notice that it is free (the loop only dispatches when no worker is running)."""
+        while batch:
+            live = [p for p in batch if not p.future.done()]   # a cancelled client
+            if live:
+                try:
+                    results = _call_batch(live)
+                except BaseException as e:  # not a model error (those are in outcomes)
+                    results = _Results([e] * len(live), 0)
+                try:
+                    loop.call_soon_threadsafe(self._deliver, live, results)
+                except RuntimeError:        # the loop is closed: nobody is waiting
+                    return
+            with self._lock:
+                batch = self._take() if self._ready() else None
+
+    def _deliver(self, live: list[_Pending], results: "_Results") -> None:
+        rows = sum(p.rows for p in live)
+        self.stats.model_calls += results.calls
+        self.stats.fallbacks += results.fallback
+        self.stats.rows += rows
+        self.stats.largest_batch = max(self.stats.largest_batch, rows)
+        for p, outcome in zip(live, results.outcomes):
+            if p.future.done():
+                continue
+            if isinstance(outcome, BaseException):
+                p.future.set_exception(outcome)
+            else:
+                p.future.set_result(outcome)
 
 
 @dataclass
