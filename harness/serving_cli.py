@@ -82,7 +82,7 @@ def serve(target: str, store: RunStore, kind: str, model_name: str,
             described = endpoint.describe()
             console.print(f"serving model '{model_name}' version {described.get('ModelVersion')}"
                           f" at {described['EndpointUrl']} ({kind}; Ctrl+C to stop)",
-                          highlight=False)
+                          highlight=False, soft_wrap=True)
             console.file.flush()
             while not done.wait(0.5):
                 pass
