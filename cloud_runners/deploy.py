@@ -24,15 +24,11 @@ class CloudDeployRunner(aws.CloudStageRunner):
     def run(self, request: dict[str, Any], ctx: StageContext) -> dict[str, Any]:
         validate_hosting_requests(request)
         name = request["CreateEndpoint"]["EndpointName"]
-        with ctx.progress.task(f"endpoint {name}", total=None) as task:
-            def on_status(status: str) -> None:
-                ctx.log.info("endpoint %s: %s", name, status)
-                task.update(description=f"  endpoint {name}: {status}")
-
-            endpoint = SageMakerEndpoint(
-                name, self.client(ctx, "sagemaker"), self.client(ctx, "sagemaker-runtime"),
-                requests=request, poll_seconds=ctx.config.cloud.poll_seconds,
-                on_status=on_status, step=ctx.step, log=ctx.log).start()
+        endpoint = SageMakerEndpoint(
+            name, self.client(ctx, "sagemaker"), self.client(ctx, "sagemaker-runtime"),
+            requests=request, poll_seconds=ctx.config.cloud.poll_seconds,
+            on_status=lambda status: ctx.log.info("endpoint %s: %s", name, status),
+            step=ctx.step, log=ctx.log).start(progress=ctx.progress)
         ctx.announce(f"endpoint {name} InService in {ctx.config.cloud.region} "
                      "(delete it with `harness cloud teardown`)")
         return endpoint.describe()

@@ -23,6 +23,7 @@ from cloud_runners.runtime_transport import SageMakerRuntimeTransport
 from harness.endpoints import Endpoint
 from harness.errors import StepFailed
 from harness.inference_client import EndpointClient
+from harness.progress import Progress
 
 TERMINAL = ("InService", "Failed", "OutOfService", "Deleting")
 API_SAGEMAKER_RUNTIME = "sagemaker-runtime"
@@ -72,7 +73,16 @@ class SageMakerEndpoint(Endpoint):
         if self.log:
             self.log.info("endpoint %s created; waiting for InService", self.endpoint_name)
 
-    def start(self, timeout: float | None = None) -> "SageMakerEndpoint":
+    def start(self, timeout: float | None = None, progress: Progress | None = None
+              ) -> "SageMakerEndpoint":
+        """Create (if given the trio) and wait for InService; the status shows on
+        ``progress`` (and goes to ``on_status``)."""
+        if progress is None:
+            return self._start(timeout, None)
+        with progress.task(f"endpoint {self.endpoint_name}", total=None) as task:
+            return self._start(timeout, task)
+
+    def _start(self, timeout: float | None, task) -> "SageMakerEndpoint":
         if self.requests is not None and not self.created:
             self._create()
         seen: list[str] = []
@@ -83,6 +93,8 @@ class SageMakerEndpoint(Endpoint):
                 seen.append(status)
                 if self.on_status:
                     self.on_status(status)
+                if task is not None:
+                    task.update(description=f"  endpoint {self.endpoint_name}: {status}")
 
         answer = aws.poll(
             lambda: self._call(f"DescribeEndpoint {self.endpoint_name}",

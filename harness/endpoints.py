@@ -23,6 +23,7 @@ from typing import Any
 
 from harness.errors import ConfigError
 from harness.inference_client import EndpointClient
+from harness.progress import Progress
 
 # The local implementations, by ``deploy.server`` value. The SageMaker endpoint is made by
 # the cloud backend's deploy runner (it needs the AWS session), not from this table.
@@ -67,8 +68,9 @@ class Endpoint(ABC):
         self.model_name = model_name
 
     @abstractmethod
-    def start(self, timeout: float = 120.0) -> "Endpoint":
-        """Serve and wait until the model answers; raise HarnessError if it cannot."""
+    def start(self, timeout: float = 120.0, progress: Progress | None = None) -> "Endpoint":
+        """Serve and wait until the model answers; raise HarnessError if it cannot.
+        Long waits (an image pull, an endpoint being created) show on ``progress``."""
 
     @abstractmethod
     def stop(self) -> None:

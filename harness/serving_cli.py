@@ -70,12 +70,18 @@ def serve(target: str, store: RunStore, kind: str, model_name: str,
     import signal
     import threading
 
+    import rich.progress
+
     from harness.endpoints import open_local_endpoint
+    from harness.progress import RichProgress
 
     with tempfile.TemporaryDirectory(prefix="mlharness-serve-") as tmp:
         model_dir = resolve_model_dir(target, store, Path(tmp))
         endpoint = open_local_endpoint(kind, model_dir, model_name, options)
-        endpoint.start()
+        with rich.progress.Progress(*rich.progress.Progress.get_default_columns(),
+                                    rich.progress.DownloadColumn(), console=console,
+                                    transient=True) as bars:
+            endpoint.start(progress=RichProgress(bars))   # e.g. a TF Serving image pull
         done = threading.Event()
         previous = signal.signal(signal.SIGTERM, lambda *_: done.set())
         try:

@@ -118,7 +118,7 @@ class LocalDeployRunner(StageRunner):
                 endpoint_name=endpoint_name, variant_name=variant_name,
                 **serving_options(environment), **capture)
             endpoint = open_local_endpoint(server_kind, model_dir, model_name, options)
-            endpoint.start()
+            endpoint.start(progress=ctx.progress)
         except BaseException:
             if keep:
                 shutil.rmtree(model_dir, ignore_errors=True)

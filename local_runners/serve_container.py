@@ -27,6 +27,7 @@ import orjson
 from harness.archives import newest_model_version
 from harness.endpoints import API_TF_SERVING, Endpoint, ServingOptions
 from harness.errors import HarnessError
+from harness.progress import NullProgress, Progress, TaskHandle
 from harness.inference_client import (EndpointClient, EndpointError, HttpConnection,
                                       HttpTfServingTransport)
 
@@ -97,6 +98,29 @@ def _available_version(body: bytes) -> int | None:
     return max(versions) if versions else None
 
 
+def follow_pull(lines, task: TaskHandle) -> None:
+    """Follow a pull's JSON stream: bytes downloaded over all layers on ``task``; an
+    ``{"error": ...}`` line raises APIError (``images.pull()`` would swallow it)."""
+    import docker.errors
+
+    layers: dict[str, tuple[int, int]] = {}          # layer id -> (downloaded, size)
+    for line in lines:
+        if not isinstance(line, dict):
+            continue
+        if line.get("error"):
+            raise docker.errors.APIError(line["error"])
+        layer, status = line.get("id"), line.get("status", "")
+        detail = line.get("progressDetail") or {}
+        if status == "Downloading" and detail.get("total"):
+            layers[layer] = (int(detail.get("current", 0)), int(detail["total"]))
+        elif status in ("Download complete", "Pull complete") and layer in layers:
+            layers[layer] = (layers[layer][1], layers[layer][1])
+        else:
+            continue
+        task.update(completed=sum(c for c, _ in layers.values()),
+                    total=sum(t for _, t in layers.values()))
+
+
 class TfServingContainerEndpoint(Endpoint):
     kind = "tf-serving-container"
 
@@ -115,7 +139,9 @@ class TfServingContainerEndpoint(Endpoint):
 
     # ------------------------------------------------------------------ start / stop
 
-    def start(self, timeout: float = 120.0) -> "TfServingContainerEndpoint":
+    def start(self, timeout: float = 120.0, progress: Progress | None = None
+              ) -> "TfServingContainerEndpoint":
+        """Pull the image if missing (a bar on ``progress``), run it, wait for the model."""
         if self.container is not None:
             return self
         o = self.options
@@ -133,7 +159,7 @@ class TfServingContainerEndpoint(Endpoint):
                         "server does); requests reach the model unchanged", model_dir)
         try:
             self._docker = self._connect()
-            self._ensure_image()
+            self._ensure_image(progress)
             self.container = self._run_container(model_dir)
             self.port = self._published_port()
             self.model_version = self._wait_available(timeout)
@@ -198,7 +224,7 @@ class TfServingContainerEndpoint(Endpoint):
                 hint=EMBEDDED_HINT) from None
         return client
 
-    def _ensure_image(self) -> None:
+    def _ensure_image(self, progress: Progress | None = None) -> None:
         import docker.errors
         from docker.utils import parse_repository_tag
 
@@ -212,10 +238,11 @@ class TfServingContainerEndpoint(Endpoint):
         try:
             # The pull streams progress; a failure may come as an HTTP error or as an
             # {"error": ...} line in the stream (which images.pull() would swallow).
-            for line in self._docker.api.pull(repository, tag=tag or "latest", stream=True,
-                                              decode=True):
-                if isinstance(line, dict) and line.get("error"):
-                    raise docker.errors.APIError(line["error"])
+            lines = self._docker.api.pull(repository, tag=tag or "latest", stream=True,
+                                          decode=True)
+            with (progress or NullProgress()).task(f"docker pull {self.image}", total=None
+                                                   ) as task:
+                follow_pull(lines, task)
             self._docker.images.get(self.image)
         except docker.errors.DockerException as e:
             reason = getattr(e, "explanation", None) or str(e)

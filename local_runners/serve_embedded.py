@@ -12,6 +12,7 @@ from typing import Any
 
 from harness.endpoints import API_SAGEMAKER, Endpoint, ServingOptions
 from harness.inference_client import EndpointClient, HttpInvocationsTransport
+from harness.progress import Progress
 from local_runners.model_server import ModelServer
 from local_runners.serve_capture import DataCapture
 
@@ -27,7 +28,9 @@ class EmbeddedEndpoint(Endpoint):
         self.endpoint_name = options.endpoint_name or model_name
         self.server: ModelServer | None = None
 
-    def start(self, timeout: float = 120.0) -> "EmbeddedEndpoint":
+    def start(self, timeout: float = 120.0, progress: Progress | None = None
+              ) -> "EmbeddedEndpoint":
+        """Load the model (about a second: nothing to show on ``progress``) and listen."""
         if self.server is not None:
             return self
         o = self.options

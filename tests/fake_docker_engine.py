@@ -102,6 +102,7 @@ class FakeDockerEngine:
         self.pull_error: str | None = None
         self.pull_error_in_stream = False
         self.pulls: list[str] = []
+        self.pull_layers = {"a1b2c3": 30_000_000, "d4e5f6": 12_000_000}   # layer id -> bytes
         self.created: list[dict[str, Any]] = []        # create bodies, in order
         self.containers: dict[str, FakeContainer] = {}
         self.removed: list[str] = []
@@ -214,6 +215,14 @@ class FakeDockerEngine:
             await resp.write(json.dumps({"errorDetail": {"message": self.pull_error},
                                          "error": self.pull_error}).encode() + b"\r\n")
         else:
+            for layer, size in self.pull_layers.items():   # as Docker streams a pull
+                for current in (size // 2, size):
+                    await resp.write(json.dumps({
+                        "status": "Downloading", "id": layer, "progress": "[==>  ]",
+                        "progressDetail": {"current": current, "total": size}}).encode()
+                        + b"\r\n")
+                await resp.write(json.dumps({"status": "Pull complete", "id": layer,
+                                             "progressDetail": {}}).encode() + b"\r\n")
             self.images.add(name)
             await resp.write(json.dumps({"status": f"Downloaded newer image for {name}"}
                                         ).encode() + b"\r\n")

@@ -3,6 +3,7 @@ Docker engine (tests/fake_docker_engine.py) that runs the embedded model server 
 tensorflow_model_server; and without any engine at all."""
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import re
@@ -52,6 +53,25 @@ def docker_env(engine, monkeypatch):
     engine.pulls.clear()
     yield engine
     assert engine.running_containers() == []
+
+
+class RecordingProgress:
+    """A harness Progress that keeps each task's (completed, total) updates."""
+
+    def __init__(self):
+        self.updates: dict[str, list[tuple]] = {}
+
+    @contextlib.contextmanager
+    def task(self, description, total=None):
+        updates = self.updates.setdefault(description, [])
+
+        class Task:
+            def advance(self, amount=1):
+                pass
+
+            def update(self, *, completed=None, total=None, description=None):
+                updates.append((completed, total))
+        yield Task()
 
 
 def config_dirs() -> set[str]:
@@ -106,8 +126,13 @@ def test_serves_through_docker(model_dir, x, docker_env):
     options = ServingOptions(port=0, max_batch_size=8, batch_timeout_micros=500,
                              endpoint_name="digits")
     ep = TfServingContainerEndpoint(model_dir, "tiny", options)
+    progress = RecordingProgress()
+    ep.start(progress=progress)
     with ep:
         assert engine.pulls == [tf_serving_image()]
+        # the pull showed the bytes of all layers, to the end
+        assert progress.updates[f"docker pull {tf_serving_image()}"][-1] == (42_000_000,
+                                                                            42_000_000)
         got, want = ep.client().predict(x), in_process(model_dir / "1", x)
         np.testing.assert_array_equal(got["classes"], want["classes"])
         np.testing.assert_allclose(got["probabilities"], want["probabilities"], rtol=1e-5)
@@ -282,3 +307,51 @@ def test_local_deploy_on_the_container_without_an_engine_says_so(model_dir, tmp_
         LocalDeployRunner().run(request, ctx)
     assert "deploy.server: embedded" in str(err.value)
     assert leftovers() <= before
+
+
+def test_harness_serve_on_the_container_and_predict(docker_env, model_dir, x, tmp_path):
+    """What a user runs: `harness serve --server tf-serving-container`, `harness predict`,
+    Ctrl+C / SIGTERM; the container is gone afterwards."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    engine = docker_env
+    engine.images = set()                       # the first serve pulls the image
+    np.save(tmp_path / "x.npy", x)
+    port = free_port()
+    env = {**os.environ, "DOCKER_HOST": engine.url}
+    server = subprocess.Popen([sys.executable, "-m", "harness.cli", "serve", str(model_dir),
+                               "--server", "tf-serving-container", "--port", str(port),
+                               "--model-name", "tiny", "--runs-dir", str(tmp_path / "runs")],
+                              cwd=PROJECT, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 90
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models/tiny", timeout=1)
+                break
+            except OSError:
+                if time.time() > deadline or server.poll() is not None:
+                    pytest.fail("harness serve did not come up: " + (
+                        server.stdout.read() if server.poll() is not None else "timeout"))
+                time.sleep(0.3)
+        assert engine.pulls == [tf_serving_image()]
+        body = engine.created[-1]
+        assert body["HostConfig"]["PortBindings"]["8501/tcp"][0]["HostIp"] == "127.0.0.1"
+        out = subprocess.run([sys.executable, "-m", "harness.cli", "predict",
+                              str(tmp_path / "x.npy"), "--url", f"http://127.0.0.1:{port}",
+                              "--model-name", "tiny", "--runs-dir", str(tmp_path / "runs")],
+                             cwd=PROJECT, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stdout + out.stderr
+        rows = [line.split("│") for line in out.stdout.splitlines() if line.count("│") == 4]
+        assert [int(r[2]) for r in rows] == in_process(model_dir / "1", x)["classes"].tolist()
+    finally:
+        server.send_signal(signal.SIGTERM)
+        code = server.wait(timeout=60)
+    assert code == 0, server.stdout.read()
+    assert "tf-serving-container" in server.stdout.read()
+    assert engine.running_containers() == [] and not engine.containers
