@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import socket
 import warnings
 from pathlib import Path
 from typing import Iterator
@@ -101,3 +102,20 @@ def moto_session(monkeypatch, region: str = "us-east-1", **session_kw) -> Iterat
         warnings.filterwarnings("ignore", message="Tried to parse")
         with moto.mock_aws():
             yield boto3.session.Session(region_name=region, **session_kw)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_is_free(port: int) -> bool:
+    """Whether ``port`` on 127.0.0.1 can be bound (a stopped server released it)."""
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True

@@ -4,9 +4,9 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+import json
 import logging
 import socket
-import json
 import tarfile
 from pathlib import Path
 

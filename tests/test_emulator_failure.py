@@ -30,8 +30,8 @@ def failed(tmp_path_factory):
     emulator held is read right after ``cloud_run`` returns, before it is stopped."""
     from rich.console import Console
 
-    from cloud_runners import images
     from cloud_runners import cloud_run as cloud_run_module
+    from cloud_runners import images
     from cloud_runners import prepare as cloud_prepare
     from cloud_runners.emulator import server
     from cloud_runners.emulator.hosting_bridge import HostingBridge

@@ -3,21 +3,12 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 
 import pytest
 from emulator_support import run_to_end
+from support import port_is_free
 
 from cloud_runners.emulator.server import EmbeddedEmulator, EmulatorError
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
 
 
 def test_start_stop_releases_the_port_and_restores_moto_port(monkeypatch):
@@ -26,10 +17,10 @@ def test_start_stop_releases_the_port_and_restores_moto_port(monkeypatch):
         port = emu.port
         assert emu.endpoint_url == f"http://127.0.0.1:{port}"
         assert os.environ["MOTO_PORT"] == str(port)
-        assert not _port_free(port)
+        assert not port_is_free(port)
     assert not emu.running
     assert "MOTO_PORT" not in os.environ
-    assert _port_free(port)
+    assert port_is_free(port)
 
 
 def test_stops_on_an_exception_and_only_one_runs_at_a_time(monkeypatch):
@@ -40,7 +31,7 @@ def test_stops_on_an_exception_and_only_one_runs_at_a_time(monkeypatch):
             with pytest.raises(EmulatorError, match="already running"):
                 EmbeddedEmulator(patch_gaps=False).start()
             raise RuntimeError("boom")
-    assert _port_free(port)
+    assert port_is_free(port)
     assert os.environ["MOTO_PORT"] == "5999"
     with EmbeddedEmulator(patch_gaps=False):  # a new one starts after the failure
         pass

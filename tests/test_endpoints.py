@@ -2,7 +2,6 @@
 emulator) give the same client and the same answers for the same images."""
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import tarfile
@@ -10,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from support import D, in_process, save_tiny_model
+from support import D, in_process, port_is_free, save_tiny_model
 
 from harness.endpoints import ServingOptions, open_local_endpoint
 from harness.errors import ConfigError
@@ -26,14 +25,6 @@ def model(tmp_path_factory):
     version_dir = save_tiny_model(root / "model", seed=11)
     return root / "model", version_dir
 
-
-def _bindable(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-            return True
-        except OSError:
-            return False
 
 
 def _assert_same_answers(result: dict, version_dir: Path) -> None:
@@ -59,8 +50,8 @@ def test_embedded_endpoint_serves_describes_and_stops(model):
         with client_for_endpoint(described) as client:
             _assert_same_answers(client.predict(X), version_dir)
         port = int(described["EndpointUrl"].rsplit(":", 1)[1])
-        assert not _bindable(port)
-    assert _bindable(port), "the port is still taken after stop()"
+        assert not port_is_free(port)
+    assert port_is_free(port), "the port is still taken after stop()"
     ep.stop()  # idempotent
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from support import C, D, call, in_process, save_tiny_model
+from support import C, D, call, free_port, in_process, save_tiny_model
 
 from harness.errors import HarnessError
 from local_runners.model_server import ModelServer
@@ -224,9 +224,7 @@ def test_port_in_use_is_a_clear_error(server, model_dir):
 
 @pytest.mark.slow
 def test_foreground_main_serves_until_terminated(model_dir):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     env = {**os.environ, "PYTHONPATH": str(PROJECT)}
     proc = subprocess.Popen([sys.executable, "-m", "local_runners.model_server",
                              "--model-dir", str(model_dir), "--model-name", "tiny",

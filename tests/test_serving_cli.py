@@ -1,6 +1,5 @@
 """`harness serve` and `harness predict` as a user runs them."""
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -9,16 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
-from support import D, in_process, save_tiny_model
+from support import D, free_port, in_process, save_tiny_model
 
 ROOT = Path(__file__).resolve().parent.parent
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.slow
@@ -26,7 +19,7 @@ def test_serve_a_model_dir_and_predict_npy_images(tmp_path):
     save_tiny_model(tmp_path / "model", seed=5)
     x = np.random.default_rng(0).random((3, D), dtype=np.float32)
     np.save(tmp_path / "images.npy", x)
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "harness.cli", "serve",
                                str(tmp_path / "model"), "--port", str(port),
                                "--model-name", "tiny"], cwd=ROOT,

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fake_docker_engine import FakeDockerEngine, free_port
-from support import D, in_process, save_tiny_model
+from support import D, in_process, port_is_free, save_tiny_model
 
 from harness.endpoints import ServingOptions, open_local_endpoint
 from harness.errors import HarnessError
@@ -77,14 +77,6 @@ class RecordingProgress:
 def config_dirs() -> set[str]:
     return set(glob.glob(os.path.join(tempfile.gettempdir(), "mlharness-tfs-*")))
 
-
-def port_is_free(port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
 
 
 def test_image_follows_tensorflow_and_matches_compose(monkeypatch):

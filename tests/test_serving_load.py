@@ -4,7 +4,6 @@ no 5xx, no dropped or reset connection, one prediction per answer, and no memory
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -14,7 +13,7 @@ import numpy as np
 import orjson
 import psutil
 import pytest
-from support import D, in_process, save_tiny_model
+from support import D, free_port, in_process, save_tiny_model
 
 from local_runners.http_load import run_load
 
@@ -31,9 +30,7 @@ def model_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def server(model_dir):
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "TF_CPP_MIN_LOG_LEVEL": "2"}
     proc = subprocess.Popen([sys.executable, "-m", "local_runners.model_server",
                              "--model-dir", str(model_dir), "--model-name", "tiny",

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from support import D, call, in_process, save_tiny_model
+from support import D, call, free_port, in_process, save_tiny_model
 
 from local_runners.model_server import ModelServer
 
@@ -151,9 +151,7 @@ GATED_MAIN = textwrap.dedent("""
 
 def test_sigterm_finishes_requests_in_flight_and_exits_0(model_dir, tmp_path):
     x = np.random.default_rng(12).random((4, D), dtype=np.float32)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(
         [sys.executable, "-c", GATED_MAIN, "--model-dir", str(model_dir), "--model-name",
