@@ -99,6 +99,17 @@ class Endpoint(ABC):
         self.stop()
 
 
+class LocalEndpoint(Endpoint):
+    """An endpoint serving a model dir on this machine (the ``LOCAL_SERVERS`` kinds)."""
+
+    def __init__(self, model_dir: str | Path, model_name: str,
+                 options: ServingOptions = ServingOptions()):
+        super().__init__(model_name)
+        self.model_dir = Path(model_dir)
+        self.options = options
+        self.endpoint_name = options.endpoint_name or model_name
+
+
 def local_server_kinds() -> list[str]:
     return sorted(LOCAL_SERVERS)
 

@@ -25,7 +25,7 @@ from typing import Any
 import orjson
 
 from harness.archives import newest_model_version
-from harness.endpoints import API_TF_SERVING, Endpoint, ServingOptions
+from harness.endpoints import API_TF_SERVING, LocalEndpoint, ServingOptions
 from harness.errors import HarnessError
 from harness.progress import NullProgress, Progress, TaskHandle
 from harness.inference_client import (EndpointClient, EndpointError, HttpConnection,
@@ -121,15 +121,12 @@ def follow_pull(lines, task: TaskHandle) -> None:
                     total=sum(t for _, t in layers.values()))
 
 
-class TfServingContainerEndpoint(Endpoint):
+class TfServingContainerEndpoint(LocalEndpoint):
     kind = "tf-serving-container"
 
     def __init__(self, model_dir: Path, model_name: str,
                  options: ServingOptions = ServingOptions()):
-        super().__init__(model_name)
-        self.model_dir = Path(model_dir)
-        self.options = options
-        self.endpoint_name = options.endpoint_name or model_name
+        super().__init__(model_dir, model_name, options)
         self.image = tf_serving_image()
         self.container = None            # docker.models.containers.Container once started
         self.port: int | None = None

@@ -10,22 +10,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from harness.endpoints import API_SAGEMAKER, Endpoint, ServingOptions
+from harness.endpoints import API_SAGEMAKER, LocalEndpoint, ServingOptions
 from harness.inference_client import EndpointClient, HttpInvocationsTransport
 from harness.progress import Progress
 from local_runners.model_server import ModelServer
 from local_runners.serve_capture import DataCapture
 
 
-class EmbeddedEndpoint(Endpoint):
+class EmbeddedEndpoint(LocalEndpoint):
     kind = "embedded"
 
     def __init__(self, model_dir: Path, model_name: str,
                  options: ServingOptions = ServingOptions()):
-        super().__init__(model_name)
-        self.model_dir = Path(model_dir)
-        self.options = options
-        self.endpoint_name = options.endpoint_name or model_name
+        super().__init__(model_dir, model_name, options)
         self.server: ModelServer | None = None
 
     def start(self, timeout: float = 120.0, progress: Progress | None = None
