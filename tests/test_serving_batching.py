@@ -24,15 +24,19 @@ def model_dir(tmp_path_factory) -> Path:
     return d
 
 
-def count_model_calls(server: ModelServer, delay: float = 0.0) -> list[int]:
+def count_model_calls(server: ModelServer, delay: float = 0.0,
+                      gate: threading.Event | None = None) -> list[int]:
     """Wrap the served signature: record the rows of each real model call, optionally slow
-    it down (so requests pile up while it runs), and fail on the SENTINEL value."""
+    it down (so requests pile up while it runs) or hold the first call until ``gate`` is
+    set, and fail on the SENTINEL value."""
     sig = server.model.signatures["serving_default"]
     real, calls = sig.fn, []
 
     def counting(**kw):
         pixels = kw["pixels"]
         calls.append(int(pixels.shape[0]))
+        if gate is not None and len(calls) == 1:
+            assert gate.wait(60), "the test never opened the gate"
         time.sleep(delay)
         if np.any(pixels.numpy() == SENTINEL):
             raise RuntimeError("the model refuses this input")
@@ -40,6 +44,13 @@ def count_model_calls(server: ModelServer, delay: float = 0.0) -> list[int]:
 
     sig.fn = counting
     return calls
+
+
+def _wait_until(condition, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.01)
 
 
 def concurrently(url: str, bodies: list, path: str = "/v1/models/tiny:predict") -> list:
@@ -95,10 +106,21 @@ def test_a_failing_request_does_not_affect_the_others_in_its_batch(model_dir):
            8: b"{not json"}                                  # malformed
     for i, body in bad.items():
         bodies[i] = body
-    with ModelServer(model_dir, "tiny", max_batch_size=16, batch_timeout_micros=0) as srv:
-        calls = count_model_calls(srv, delay=0.1)
-        answers = concurrently(srv.url, bodies)
-        after = call(srv.url, "POST", "/v1/models/tiny:predict", {"instances": x[:2].tolist()})
+    path = "/v1/models/tiny:predict"
+    with ModelServer(model_dir, "tiny", max_batch_size=16, batch_timeout_micros=0) as srv, \
+            concurrent.futures.ThreadPoolExecutor(2) as pool:
+        # Hold the model on a first request until the others are all queued, so the
+        # failing one is merged with the good ones (else it might run alone by chance).
+        gate = threading.Event()
+        calls = count_model_calls(srv, gate=gate)
+        blocker = pool.submit(call, srv.url, "POST", path, {"instances": x[:1].tolist()})
+        _wait_until(lambda: calls == [1])
+        sent = pool.submit(concurrently, srv.url, bodies)
+        _wait_until(lambda: srv.batcher.stats.requests == 1 + len(bodies) - 2)  # 2 never parse
+        gate.set()
+        answers = sent.result(60)
+        assert blocker.result(60)[0] == 200
+        after = call(srv.url, "POST", path, {"instances": x[:2].tolist()})
     assert answers[3][0] == 500 and "refuses this input" in answers[3][1]["error"]
     assert answers[5][0] == 400 and "expected [N, 12]" in answers[5][1]["error"]
     assert answers[8][0] == 400 and "malformed JSON" in answers[8][1]["error"]
@@ -106,9 +128,9 @@ def test_a_failing_request_does_not_affect_the_others_in_its_batch(model_dir):
         if i not in bad:
             assert status == 200, body
             assert body["predictions"][0]["classes"] == int(want["classes"][i])
-    assert srv.batcher.stats.fallbacks >= 1     # the merged call failed and was split
+    assert calls[:2] == [1, 10], calls           # the blocker, then all 10 merged
+    assert srv.batcher.stats.fallbacks == 1     # the merged call failed and was split
     assert after[0] == 200 and len(after[1]["predictions"]) == 2
-    assert len(calls) < 12 + 9                  # not every request ran alone twice
 
 
 def test_batch_timeout_waits_only_for_requests_being_received():
