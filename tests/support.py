@@ -119,3 +119,31 @@ def port_is_free(port: int) -> bool:
         except OSError:
             return False
     return True
+
+
+def wait_until_answering(url: str, proc, timeout: float = 60.0) -> None:
+    """Poll ``GET url`` until it answers 200; fail the test with the output of ``proc``
+    (a ``subprocess.Popen`` with text stdout) if it exits first or ``timeout`` passes."""
+    import time
+    import urllib.request
+
+    import pytest
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=1).close()
+            return
+        except OSError:
+            if proc.poll() is not None:
+                pytest.fail(f"the server exited ({proc.returncode}) before {url} answered: "
+                            + proc.stdout.read())
+            if time.monotonic() > deadline:
+                pytest.fail(f"{url} did not answer within {timeout:g} s")
+            time.sleep(0.3)
+
+
+def predicted_classes(stdout: str) -> list[int]:
+    """The class column of `harness predict`'s table (rows: # │ class │ probability)."""
+    rows = [line.split("│") for line in stdout.splitlines() if line.count("│") == 4]
+    return [int(r[2]) for r in rows]

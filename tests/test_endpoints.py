@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from support import D, in_process, port_is_free, save_tiny_model
+from support import D, in_process, port_is_free, predicted_classes, save_tiny_model
 
 from harness.endpoints import ServingOptions, open_local_endpoint
 from harness.errors import ConfigError
@@ -126,9 +126,8 @@ def test_sagemaker_endpoint_creates_answers_the_same_and_deletes(model, tmp_path
         assert main(["predict", str(tmp_path / "x.npy"), "--sagemaker-endpoint", "ep-1",
                      "--model-name", "tiny", "--runs-dir", str(tmp_path / "runs"),
                      "--set", f"cloud.endpoint_url={emu.endpoint_url}"]) == 0
-        rows = [line.split("│") for line in capsys.readouterr().out.splitlines()
-                if line.count("│") == 4]
-        assert [int(r[2]) for r in rows] == in_process(version_dir, X)["classes"].tolist()
+        assert predicted_classes(capsys.readouterr().out) == \
+            in_process(version_dir, X)["classes"].tolist()
 
         # attaching to an existing endpoint: start() only checks it; stop() leaves it
         attached = SageMakerEndpoint("ep-1", sm, emu.client("sagemaker-runtime"),

@@ -28,12 +28,6 @@ def model_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def server(model_dir):
-    with ModelServer(model_dir, "tiny") as srv:
-        yield srv
-
-
-@pytest.fixture(scope="module")
 def x() -> np.ndarray:
     return np.random.default_rng(2).random((250, D), dtype=np.float32)
 

@@ -22,19 +22,6 @@ PROJECT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("model")
-    save_tiny_model(d)
-    return d
-
-
-@pytest.fixture(scope="module")
-def server(model_dir):
-    with ModelServer(model_dir, "tiny") as srv:
-        yield srv
-
-
-@pytest.fixture(scope="module")
 def x() -> np.ndarray:
     return np.random.default_rng(1).random((7, D), dtype=np.float32)
 

@@ -5,23 +5,14 @@ import asyncio
 import concurrent.futures
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
-import pytest
-from support import D, call, in_process, save_tiny_model
+from support import D, call, in_process
 
 from local_runners.model_server import ModelServer
 from local_runners.serve_batching import MicroBatcher
 
 SENTINEL = 7.0   # a pixel value the patched model refuses
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("model")
-    save_tiny_model(d)
-    return d
 
 
 def count_model_calls(server: ModelServer, delay: float = 0.0,

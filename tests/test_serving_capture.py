@@ -10,17 +10,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from support import D, call, save_tiny_model
+from support import D, call
 
 from local_runners.model_server import ModelServer
 from local_runners.serve_capture import DataCapture, capture_record
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("model")
-    save_tiny_model(d)
-    return d
 
 
 def records(root: Path) -> list[tuple[Path, dict]]:

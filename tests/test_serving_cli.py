@@ -2,13 +2,18 @@
 import signal
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
-from support import D, free_port, in_process, save_tiny_model
+from support import (
+    D,
+    free_port,
+    in_process,
+    predicted_classes,
+    save_tiny_model,
+    wait_until_answering,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -25,24 +30,14 @@ def test_serve_a_model_dir_and_predict_npy_images(tmp_path):
                                "--model-name", "tiny"], cwd=ROOT,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        deadline = time.time() + 60
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=1)
-                break
-            except OSError:
-                if time.time() > deadline or server.poll() is not None:
-                    pytest.fail("server did not come up: " + (server.stdout.read() if
-                                                            server.poll() is not None else ""))
-                time.sleep(0.3)
+        wait_until_answering(f"http://127.0.0.1:{port}/ping", server)
         out = subprocess.run([sys.executable, "-m", "harness.cli", "predict",
                               str(tmp_path / "images.npy"), "--url",
                               f"http://127.0.0.1:{port}", "--model-name", "tiny"],
                              cwd=ROOT, capture_output=True, text=True, timeout=60)
         assert out.returncode == 0, out.stdout + out.stderr
         expected = in_process(tmp_path / "model" / "1", x)["classes"].tolist()
-        rows = [line.split("│") for line in out.stdout.splitlines() if line.count("│") == 4]
-        assert [int(r[2]) for r in rows] == expected
+        assert predicted_classes(out.stdout) == expected
     finally:
         server.send_signal(signal.SIGTERM)
         assert server.wait(timeout=30) == 0

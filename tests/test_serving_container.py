@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fake_docker_engine import FakeDockerEngine, free_port
-from support import D, in_process, port_is_free, save_tiny_model
+from support import D, in_process, port_is_free, predicted_classes, wait_until_answering
 
 from harness.endpoints import ServingOptions, open_local_endpoint
 from harness.errors import HarnessError
@@ -22,13 +22,6 @@ from harness.inference_client import client_for_endpoint
 from local_runners.serve_container import TfServingContainerEndpoint, tf_serving_image
 
 PROJECT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("model")
-    save_tiny_model(d)
-    return d
 
 
 @pytest.fixture(scope="module")
@@ -307,8 +300,6 @@ def test_harness_serve_on_the_container_and_predict(docker_env, model_dir, x, tm
     import signal
     import subprocess
     import sys
-    import time
-    import urllib.request
 
     engine = docker_env
     engine.images = set()                       # the first serve pulls the image
@@ -321,16 +312,7 @@ def test_harness_serve_on_the_container_and_predict(docker_env, model_dir, x, tm
                               cwd=PROJECT, env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True)
     try:
-        deadline = time.time() + 90
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models/tiny", timeout=1)
-                break
-            except OSError:
-                if time.time() > deadline or server.poll() is not None:
-                    pytest.fail("harness serve did not come up: " + (
-                        server.stdout.read() if server.poll() is not None else "timeout"))
-                time.sleep(0.3)
+        wait_until_answering(f"http://127.0.0.1:{port}/v1/models/tiny", server, 90)
         assert engine.pulls == [tf_serving_image()]
         body = engine.created[-1]
         assert body["HostConfig"]["PortBindings"]["8501/tcp"][0]["HostIp"] == "127.0.0.1"
@@ -339,8 +321,8 @@ def test_harness_serve_on_the_container_and_predict(docker_env, model_dir, x, tm
                               "--model-name", "tiny", "--runs-dir", str(tmp_path / "runs")],
                              cwd=PROJECT, capture_output=True, text=True, timeout=60)
         assert out.returncode == 0, out.stdout + out.stderr
-        rows = [line.split("│") for line in out.stdout.splitlines() if line.count("│") == 4]
-        assert [int(r[2]) for r in rows] == in_process(model_dir / "1", x)["classes"].tolist()
+        assert predicted_classes(out.stdout) == \
+            in_process(model_dir / "1", x)["classes"].tolist()
     finally:
         server.send_signal(signal.SIGTERM)
         code = server.wait(timeout=60)

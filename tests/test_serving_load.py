@@ -13,19 +13,12 @@ import numpy as np
 import orjson
 import psutil
 import pytest
-from support import D, free_port, in_process, save_tiny_model
+from support import D, free_port, in_process
 
 from local_runners.http_load import run_load
 
 ROOT = Path(__file__).resolve().parent.parent
 PATH = "/v1/models/tiny:predict"
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("model")
-    save_tiny_model(d)
-    return d
 
 
 @pytest.fixture

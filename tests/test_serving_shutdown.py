@@ -17,19 +17,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pytest
-from support import D, call, free_port, in_process, save_tiny_model
+from support import D, call, free_port, in_process
 
 from local_runners.model_server import ModelServer
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("model")
-    save_tiny_model(d)
-    return d
 
 
 def wait_for(condition, timeout: float = 20.0, what: str = "condition") -> None:
