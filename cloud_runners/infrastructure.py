@@ -391,7 +391,9 @@ def teardown(cfg: PipelineConfig, session, *, announce: Callable[[str], None] | 
 
 # --- CLI ---------------------------------------------------------------------------
 
-def _cli(console, title: str, fn: Callable[[], int]) -> int:
+def cli_guard(console, title: str, fn: Callable[[], int]) -> int:
+    """Run a cloud command; print a failure as "<title> failed: ..." (missing credentials
+    as "<title>: ...") and return its exit code."""
     from cloud_runners.preflight import NoCredentials
 
     try:
@@ -426,7 +428,7 @@ def cli_bootstrap(cfg: PipelineConfig, console) -> int:
                       "`harness cloud teardown` deletes them and the stack.")
         return 0
 
-    return _cli(console, "bootstrap", run)
+    return cli_guard(console, "bootstrap", run)
 
 
 def cli_teardown(cfg: PipelineConfig, console) -> int:
@@ -442,4 +444,4 @@ def cli_teardown(cfg: PipelineConfig, console) -> int:
             console.print(f"[green]teardown done:[/] {len(deleted)} item(s) deleted")
         return 0
 
-    return _cli(console, "teardown", run)
+    return cli_guard(console, "teardown", run)

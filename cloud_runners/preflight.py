@@ -209,13 +209,7 @@ def render_report(report: PreflightReport, console) -> None:
 
 def cli_preflight(cfg: PipelineConfig, console) -> int:
     """`harness cloud preflight`: check and print the report; exit 2 without credentials."""
-    try:
-        report = preflight(cfg, aws.session_for(cfg))
-    except NoCredentials as e:
-        console.print(f"[bold red]preflight:[/] {e.message}")
-        return e.exit_code
-    except HarnessError as e:
-        console.print(f"[bold red]preflight failed:[/] {e.message}")
-        return e.exit_code
-    render_report(report, console)
-    return 0
+    def run() -> int:
+        render_report(preflight(cfg, aws.session_for(cfg)), console)
+        return 0
+    return infra.cli_guard(console, "preflight", run)
