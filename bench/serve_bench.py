@@ -58,7 +58,7 @@ def _median_ms(fn, reps: int) -> float:
 
 
 def bench_in_process(model_dir: Path, seconds: float) -> dict:
-    from local_runners.model_server import LoadedModel
+    from local_runners.serve_model import LoadedModel
     sig = LoadedModel(model_dir).signatures["serving_default"]
     one, hundred = {"pixels": images(1)}, {"pixels": images(100)}
     for _ in range(20):
@@ -101,7 +101,7 @@ def start_server(model_dir: Path, port: int, extra: list[str]) -> subprocess.Pop
 def answer_checker(model_dir: Path, x: np.ndarray):
     """check(status, body) for the load generator: every answer must equal the in-process
     signature's for ``x`` (within float tolerance; batching may change the last bits)."""
-    from local_runners.model_server import LoadedModel
+    from local_runners.serve_model import LoadedModel
     want = LoadedModel(model_dir).signatures["serving_default"]({"pixels": x})
     seen: set[bytes] = set()       # bodies already verified (a byte-equal answer is right too)
 
@@ -124,7 +124,7 @@ def answer_checker(model_dir: Path, x: np.ndarray):
 def check_answer(url: str, x: np.ndarray, model_dir: Path) -> None:
     """The served answer equals the in-process one (a fast server that is wrong is no use)."""
     import urllib.request
-    from local_runners.model_server import LoadedModel
+    from local_runners.serve_model import LoadedModel
     req = urllib.request.Request(url, data=orjson.dumps({"instances": x},
                                                         option=orjson.OPT_SERIALIZE_NUMPY),
                                  headers={"Content-Type": "application/json"})

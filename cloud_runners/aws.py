@@ -17,11 +17,10 @@ import boto3.session
 from botocore.exceptions import BotoCoreError, ClientError
 
 from harness import uris
-from harness.archives import pack_source_dir
-from harness.config import PROJECT_ROOT, PipelineConfig
+from harness.config import PipelineConfig
 from harness.errors import ConfigError, HarnessError, StepFailed
-from harness.requests import PROJECT_TAG, RUN_TAG, Layout, glue_job_definition
 from harness.stages import StageContext, StageRunner
+from harness.tags import PROJECT_TAG, RUN_TAG
 
 # ----------------------------------------------------------------------------- session
 
@@ -51,9 +50,9 @@ def client(session: boto3.session.Session, name: str, cfg: PipelineConfig) -> An
     return session.client(name, **kw)
 
 
-def state_machine_name(cfg: PipelineConfig) -> str:
-    """The project's one state machine (created by bootstrap, updated by each run)."""
-    return f"{cfg.cloud.stack_name}-pipeline"
+def state_machine_name(cfg: PipelineConfig, workflow_name: str) -> str:
+    """A pipeline's state machine (created by bootstrap, updated by each run)."""
+    return f"{cfg.cloud.stack_name}-{workflow_name}"[:80]
 
 
 # ----------------------------------------------------------------------------- tags
@@ -203,25 +202,6 @@ def download_prefix(s3: Any, uri: str, directory: str | os.PathLike) -> Path:
     return directory
 
 
-# ----------------------------------------------------------------------------- code
-
-
-def upload_code(cfg: PipelineConfig, session: boto3.session.Session, layout: Layout,
-                role: str | None, workdir: str | os.PathLike) -> dict[str, dict[str, Any]]:
-    """Put the code where the jobs read it (the cloud twin of LocalExecutor._stage_code).
-
-    Packs ``train.source_dir`` as ``sourcedir.tar.gz`` and uploads it and the Glue script
-    under ``layout.code``; returns ``{job name: CreateJob body}`` for ``ctx.glue_jobs``
-    (with ``Role`` = the stack's Glue role).
-    """
-    s3 = client(session, "s3", cfg)
-    archive = pack_source_dir(PROJECT_ROOT / cfg.train.source_dir,
-                              Path(workdir) / "sourcedir.tar.gz")
-    upload_file(s3, archive, layout.sourcedir)
-    upload_file(s3, PROJECT_ROOT / cfg.etl.script, layout.glue_script(cfg))
-    return {cfg.etl.job_name: glue_job_definition(cfg, layout, role)}
-
-
 # ----------------------------------------------------------------------------- runners
 
 
@@ -238,6 +218,3 @@ class CloudStageRunner(StageRunner):
 
     def client(self, ctx: StageContext, name: str) -> Any:
         return client(self.session(ctx), name, ctx.config)
-
-
-# ----------------------------------------------------------------------------- setup

@@ -1,11 +1,14 @@
-"""What one cloud run costs: instance types x expected hours x on-demand price.
+"""What one cloud run costs: each step's instances x expected hours x on-demand price.
 
-The prices live in ``prices.json`` next to this file, with the date they were recorded
-and their source; they are approximate list prices. The expected durations below are
-config-free defaults (a run of the default MNIST pipeline), not measurements: the
-estimate says what they were so a reader can scale it.
+The step kinds say what they use (``Step.cost``: a training job's instances, a Glue
+job's workers, an endpoint's instances, each with the step's ``expected_hours``); the
+Step Functions transitions are counted from the compiled definition (the states of a
+successful run, plus the endpoint polling loops). The prices live in ``prices.json``
+next to this file, with the date they were recorded and their source; they are
+approximate list prices. Expected durations are not measurements: the estimate says
+what they were so a reader can scale them.
 
-No AWS call: this module reads only the config and the price table.
+No AWS call: this module reads only the workflow, the config and the price table.
 """
 from __future__ import annotations
 
@@ -21,17 +24,8 @@ from harness.errors import ConfigError
 
 PRICES_FILE = Path(__file__).with_name("prices.json")
 
-# Expected durations of one run (hours), used when nothing better is known.
-EXPECTED_ETL_HOURS = 0.1
-EXPECTED_TRAINING_HOURS = 0.25
+# How long an endpoint takes to come InService (the state machine polls it meanwhile).
 EXPECTED_ENDPOINT_CREATION_S = 600
-# The state machine's endpoint poll (harness.asl.compile_state_machine's default).
-ENDPOINT_POLL_S = 30
-# States entered once per run: RunEtl, Train, ReadGateMetric, GateValue, Gate,
-# CreateModel, CreateEndpointConfig, CreateEndpoint, Deployed; then per poll:
-# WaitForEndpoint, DescribeEndpoint, EndpointInService?.
-FIXED_TRANSITIONS = 9
-TRANSITIONS_PER_POLL = 3
 
 
 @dataclass
@@ -95,74 +89,108 @@ def _money(x: float) -> float:
     return round(x, 6)
 
 
-def estimate(cfg: PipelineConfig, prices: dict[str, Any] | None = None) -> CostEstimate:
-    """Line items of one run and the endpoint's hourly price."""
+class Pricing:
+    """What the step kinds ask to price their work (``Step.cost``): instance-hours of a
+    SageMaker use, Glue DPU-hours, an endpoint's hourly price."""
+
+    def __init__(self, prices: dict[str, Any], region: str):
+        self.prices = prices
+        self.region = region
+        _region_prices(prices, region)
+
+    def instances(self, name: str, use: str, instance_type: str, count: int, hours: float,
+                  field: str) -> LineItem:
+        price = instance_price(self.prices, self.region, use, instance_type, field)
+        qty = count * hours
+        return LineItem(name, f"{count} x {instance_type} x {hours:g} h", qty,
+                        "instance-hour", price, _money(qty * price))
+
+    def glue(self, name: str, worker_type: str, workers: int, hours: float, field: str
+             ) -> LineItem:
+        glue = self.prices["glue"]
+        dpu_per_worker = glue["dpu_per_worker"].get(worker_type)
+        if dpu_per_worker is None:
+            raise ConfigError(f"no DPU size for Glue worker type '{worker_type}'", field=field,
+                              expected="one of " + ", ".join(sorted(glue["dpu_per_worker"])))
+        dpu_hour = glue["dpu_hour"].get(self.region)
+        if dpu_hour is None:
+            raise ConfigError(f"no Glue DPU-hour price for region '{self.region}'",
+                              field="cloud.region",
+                              expected="one of " + ", ".join(sorted(glue["dpu_hour"])))
+        hours = max(hours, glue.get("minimum_billed_seconds", 60) / 3600)
+        dpus = workers * dpu_per_worker
+        return LineItem(name, f"{workers} x {worker_type} ({dpus:g} DPU) x {hours:g} h",
+                        dpus * hours, "DPU-hour", dpu_hour, _money(dpus * hours * dpu_hour))
+
+    def endpoint(self, name: str, instance_type: str, count: int, field: str) -> LineItem:
+        price = instance_price(self.prices, self.region, "hosting", instance_type, field)
+        return LineItem(name, f"{count} x {instance_type}, per hour until "
+                        "`harness cloud teardown`", count, "instance-hour per hour", price,
+                        _money(count * price))
+
+
+def estimate(cfg: PipelineConfig, wf, definition: dict[str, Any],
+             prices: dict[str, Any] | None = None) -> CostEstimate:
+    """Line items of one run, from the workflow's steps, and the endpoints' hourly price;
+    the Step Functions transitions are counted from the compiled ``definition``."""
+    from harness.asl import transitions
+
     prices = prices or load_prices()
     region = cfg.cloud.region
-    _region_prices(prices, region)
+    pricing = Pricing(prices, region)
     est = CostEstimate(region=region, currency=prices.get("currency", "USD"),
                        prices_date=prices["date"], prices_source=prices["source"])
+    hourly: list[LineItem] = []
+    assumptions: list[str] = []
+    for step in wf.steps:
+        for item in step.cost(pricing):
+            (hourly if item.unit == "instance-hour per hour" else est.items).append(item)
+        hours = getattr(step, "expected_hours", None)
+        if hours is not None and step.cost(pricing):
+            assumptions.append(f"step '{step.state_id}' ({step.kind}) runs ~{hours:g} h")
 
-    # Glue: workers x DPU per worker x hours x DPU-hour price; billed per second,
-    # with a minimum billed duration.
-    glue = prices["glue"]
-    dpu_per_worker = glue["dpu_per_worker"].get(cfg.etl.worker_type)
-    if dpu_per_worker is None:
-        raise ConfigError(f"no DPU size for Glue worker type '{cfg.etl.worker_type}'",
-                          field="etl.worker_type",
-                          expected="one of " + ", ".join(sorted(glue["dpu_per_worker"])))
-    dpu_hour = glue["dpu_hour"].get(region)
-    if dpu_hour is None:
-        raise ConfigError(f"no Glue DPU-hour price for region '{region}'", field="cloud.region",
-                          expected="one of " + ", ".join(sorted(glue["dpu_hour"])))
-    etl_hours = max(EXPECTED_ETL_HOURS, glue.get("minimum_billed_seconds", 60) / 3600)
-    dpus = cfg.etl.number_of_workers * dpu_per_worker
-    est.items.append(LineItem(
-        "Glue ETL", f"{cfg.etl.number_of_workers} x {cfg.etl.worker_type} "
-        f"({dpus:g} DPU) x {etl_hours:g} h", dpus * etl_hours, "DPU-hour", dpu_hour,
-        _money(dpus * etl_hours * dpu_hour)))
-
-    # Training: instance count x price x expected hours.
-    t = cfg.train
-    train_price = instance_price(prices, region, "training", t.instance_type,
-                                 "train.instance_type")
-    inst_hours = t.instance_count * EXPECTED_TRAINING_HOURS
-    est.items.append(LineItem(
-        "SageMaker training", f"{t.instance_count} x {t.instance_type} x "
-        f"{EXPECTED_TRAINING_HOURS:g} h", inst_hours, "instance-hour", train_price,
-        _money(inst_hours * train_price)))
-
-    # Step Functions (standard workflow): state transitions.
-    polls = math.ceil(EXPECTED_ENDPOINT_CREATION_S / ENDPOINT_POLL_S)
-    transitions = FIXED_TRANSITIONS + TRANSITIONS_PER_POLL * polls
+    counted = transitions(definition)
+    waits = [definition["States"][loop[0]].get("Seconds", 30) for loop in counted["loops"]]
+    polls = [max(1, math.ceil(EXPECTED_ENDPOINT_CREATION_S / max(1, w))) for w in waits]
+    n = counted["once"] + sum(size * (p - 1) for size, p in zip(counted["per_poll"], polls))
     per_1000 = prices["stepfunctions"]["per_1000_state_transitions"].get(region)
     if per_1000 is None:
         raise ConfigError(f"no Step Functions price for region '{region}'", field="cloud.region",
                           expected="one of " + ", ".join(
                               sorted(prices["stepfunctions"]["per_1000_state_transitions"])))
-    est.items.append(LineItem(
-        "Step Functions", f"~{transitions} state transitions ({polls} endpoint polls)",
-        transitions, "transition", per_1000 / 1000, _money(transitions * per_1000 / 1000)))
-
-    # Hosting: billed per hour while the endpoint exists.
-    d = cfg.deploy
-    host_price = instance_price(prices, region, "hosting", d.instance_type,
-                                "deploy.instance_type")
-    est.endpoint_per_hour = _money(d.initial_instance_count * host_price)
-    est.items.append(LineItem(
-        "SageMaker endpoint", f"{d.initial_instance_count} x {d.instance_type}, per hour "
-        "until `harness cloud teardown`", d.initial_instance_count, "instance-hour",
-        host_price, est.endpoint_per_hour))
-
-    est.run_total = _money(sum(i.amount for i in est.items if i.name != "SageMaker endpoint"))
-    est.assumptions = [
-        f"ETL runs ~{EXPECTED_ETL_HOURS:g} h (Glue bills per second, at least "
-        f"{glue.get('minimum_billed_seconds', 60)} s)",
-        f"training runs ~{EXPECTED_TRAINING_HOURS:g} h (the job may run up to "
-        f"train.max_runtime_s = {t.max_runtime_s} s)",
-        f"the endpoint takes ~{EXPECTED_ENDPOINT_CREATION_S // 60} min to come InService, "
-        f"polled every {ENDPOINT_POLL_S} s",
-        "the endpoint is not in the run total: it costs its hourly price until teardown",
+    detail = f"~{n} state transitions ({counted['once']} states"
+    if polls:
+        detail += f", {sum(polls)} polls"
+    est.items.append(LineItem("Step Functions", detail + ")", n, "transition",
+                              per_1000 / 1000, _money(n * per_1000 / 1000)))
+    est.items.extend(hourly)
+    est.endpoint_per_hour = _money(sum(i.amount for i in hourly))
+    est.run_total = _money(sum(i.amount for i in est.items if i not in hourly))
+    est.assumptions = assumptions + [
+        f"an endpoint takes ~{EXPECTED_ENDPOINT_CREATION_S // 60} min to come InService "
+        "while the state machine polls it",
+        "endpoints are not in the run total: they cost their hourly price until teardown",
         "S3 storage, data transfer, CloudWatch and free tiers are left out",
     ]
     return est
+
+
+def cost_table(cost: CostEstimate | dict[str, Any]):
+    """The estimate as a rich table (plan and preflight print it)."""
+    from rich.table import Table
+
+    c = cost if isinstance(cost, dict) else cost.to_dict()
+    table = Table(title=f"estimated cost, {c['region']} (approximate on-demand list prices "
+                        f"of {c['prices_date']})")
+    table.add_column("item")
+    table.add_column("detail")
+    table.add_column("unit price", justify="right")
+    table.add_column(c["currency"], justify="right")
+    for i in c["items"]:
+        table.add_row(i["name"], i["detail"], f"{i['unit_price']:g}/{i['unit']}",
+                      f"{i['amount']:.4f}")
+    table.add_row("[bold]one run[/]", "everything but the endpoints", "",
+                  f"[bold]{c['run_total']:.2f}[/]")
+    table.caption = (f"endpoints: ${c['endpoint_per_hour']:.3f} per hour until "
+                     "`harness cloud teardown`")
+    return table

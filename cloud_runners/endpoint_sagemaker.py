@@ -2,10 +2,10 @@
 
 Two ways to get one:
 - ``SageMakerEndpoint(name, sm, runtime, requests=trio)``: ``start()`` sends the
-  CreateModel / CreateEndpointConfig / CreateEndpoint trio (``harness.requests``) and waits
+  CreateModel / CreateEndpointConfig / CreateEndpoint trio (``harness.steps.hosting``) and waits
   for ``InService``; ``stop()`` deletes what it created (an endpoint costs money while it
-  exists). The cloud deploy runner uses this (and does not stop it: the pipeline's
-  endpoint lives until ``harness cloud teardown``).
+  exists). (A pipeline's own endpoint is created by its state machine and lives until
+  ``harness cloud teardown``.)
 - ``SageMakerEndpoint(name, sm, runtime)``: an existing endpoint; ``start()`` only checks
   that it is ``InService``; ``stop()`` leaves it alone.
 

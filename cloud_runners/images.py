@@ -1,4 +1,4 @@
-"""The SageMaker TensorFlow container images of the configured framework version.
+"""The SageMaker framework container images (TensorFlow training, inference) a step names.
 
 Looked up with sagemaker-core's ``image_uris`` (SageMaker SDK 3 family): the account id
 and registry of each region come from the SDK's own tables (no network), never from
@@ -20,7 +20,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-from harness.config import PipelineConfig
 from harness.errors import ConfigError
 from harness.storage import write_json_atomic
 
@@ -28,47 +27,42 @@ IMAGE_CACHE = Path(os.environ.get("MLHARNESS_CACHE", "~/.cache/mlharness")).expa
     / "image_uris.json"
 
 
-def _lookup(cfg: PipelineConfig) -> dict[str, str]:
+def _lookup(region: str, framework: str, version: str, scope: str, instance_type: str,
+            py_version: str | None) -> str:
     from sagemaker.core import image_uris  # heavy import: only when the cloud needs it
 
-    t = cfg.train
+    kw: dict[str, Any] = {"region": region, "version": version,
+                          "instance_type": instance_type, "image_scope": scope}
+    if py_version and scope == "training":
+        kw["py_version"] = py_version
     try:
-        training = image_uris.retrieve("tensorflow", region=cfg.cloud.region,
-                                       version=t.framework_version,
-                                       instance_type=t.instance_type, image_scope="training",
-                                       py_version=t.py_version)
-        serving = image_uris.retrieve("tensorflow", region=cfg.cloud.region,
-                                      version=t.framework_version,
-                                      instance_type=cfg.deploy.instance_type,
-                                      image_scope="inference")
+        return image_uris.retrieve(framework, **kw)
     except ValueError as e:
-        raise ConfigError(f"no TensorFlow {t.framework_version} image: {e}",
-                          field="cloud.region / train.instance_type / deploy.instance_type",
-                          expected="a region and instance types with SageMaker TensorFlow "
+        raise ConfigError(f"no {framework} {version} {scope} image: {e}",
+                          field="cloud.region / the step's instance_type or framework_version",
+                          expected=f"a region and instance type with SageMaker {framework} "
                                    "images") from None
-    return {"training": training, "serving": serving}
 
 
-def images_for(cfg: PipelineConfig, cache: Path | str | None = "default"
-               ) -> dict[str, str]:
-    """``{"training": uri, "serving": uri}`` for ``cfg.cloud.region`` (``cache=None``:
-    always look up)."""
-    from importlib.metadata import version
+def image_uri(region: str, framework: str, version: str, scope: str, instance_type: str,
+              py_version: str | None = None, cache: Path | str | None = "default") -> str:
+    """The SageMaker framework image for ``scope`` (training | inference) in ``region``
+    (``cache=None``: always look up)."""
+    from importlib.metadata import version as package_version
 
     if cache == "default":
         cache = IMAGE_CACHE  # read at call time: tests point it elsewhere
-    t = cfg.train
-    key = "|".join([version("sagemaker-core"), cfg.cloud.region, t.framework_version,
-                    t.py_version, t.instance_type, cfg.deploy.instance_type])
+    key = "|".join([package_version("sagemaker-core"), region, framework, version, scope,
+                    instance_type, py_version or ""])
     entries: dict[str, Any] = {}
     if cache is not None:
         try:
             entries = json.loads(Path(cache).read_text())
-            if isinstance(entries.get(key), dict):
+            if isinstance(entries.get(key), str):
                 return entries[key]
         except (OSError, ValueError, AttributeError):
             entries = {}
-    found = _lookup(cfg)
+    found = _lookup(region, framework, version, scope, instance_type, py_version)
     if cache is not None:
         try:
             entries = entries if isinstance(entries, dict) else {}

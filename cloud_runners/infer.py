@@ -7,12 +7,11 @@ OutputUri. The output has the local infer's shape.
 """
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
 from typing import Any
 
 from cloud_runners import aws
 from cloud_runners.runtime_transport import SageMakerRuntimeTransport
+from cloud_runners.s3_staging import PREFIX, S3Staging
 from harness import uris
 from harness.errors import HarnessError
 from harness.inference_client import client_for_endpoint
@@ -41,15 +40,13 @@ class CloudInferRunner(aws.CloudStageRunner):
         def transport(description: dict[str, Any]) -> SageMakerRuntimeTransport:
             return SageMakerRuntimeTransport(runtime, description["EndpointName"])
 
-        with tempfile.TemporaryDirectory(prefix="mlharness-infer-") as tmp:
-            tmp_dir = Path(tmp)
-            x, y = load_test_split(aws.download_prefix(s3, test_uri, tmp_dir / "test"),
-                                   test_uri)
+        with S3Staging(s3, prefix="mlharness-infer-") as staging:
+            x, y = load_test_split(staging.download(test_uri, "test", kind=PREFIX), test_uri)
             with client_for_endpoint(endpoint, transport_factory=transport) as client:
                 scored = score_through_endpoint(client, x, y, batch_size, ctx,
                                                 f"endpoint {endpoint.get('EndpointName')}")
-            out_dir = tmp_dir / "out"
+            out_dir = staging.path("out")
             out_dir.mkdir()
             path = write_predictions(out_dir, y, scored["predicted"], scored["probabilities"])
-            predictions_uri = aws.upload_file(s3, path, uris.join(output_uri, PREDICTIONS_FILE))
+            predictions_uri, = staging.upload(path, uris.join(output_uri, PREDICTIONS_FILE))
         return infer_output(scored, len(y), predictions_uri, endpoint)

@@ -9,74 +9,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cloud_runners import aws
-from cloud_runners import infrastructure as infra
+from cloud_runners import stack as infra
 from cloud_runners.cost import CostEstimate, estimate
+from cloud_runners.credentials import check_region, require_credentials
 from harness.config import PipelineConfig
-from harness.errors import ConfigError, HarnessError
-from harness.requests import Names
-
-NO_CREDENTIALS_MESSAGE = ("no AWS credentials found: set AWS_PROFILE or "
-                          "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY (or run `aws configure`); "
-                          "nothing was created")
-
-
-class NoCredentials(HarnessError):
-    """No AWS credentials in the environment: nothing can be (or was) created."""
-
-    exit_code = 2
-
-    def __init__(self, problem: str = NO_CREDENTIALS_MESSAGE, **kw):
-        super().__init__(problem, **kw)
-
+from harness.errors import HarnessError
 
 class NotBootstrapped(HarnessError):
     """The stack, its bucket or a role is missing."""
-
-
-def require_credentials(cfg: PipelineConfig, session) -> dict[str, str]:
-    """The caller's identity (Account, Arn); NoCredentials when there are none."""
-    from botocore.exceptions import (
-        BotoCoreError,
-        ClientError,
-        EndpointConnectionError,
-        NoCredentialsError,
-        PartialCredentialsError,
-    )
-
-    try:
-        creds = session.get_credentials()
-    except PartialCredentialsError:
-        creds = None
-    if creds is None:
-        raise NoCredentials()
-    try:
-        ident = aws.client(session, "sts", cfg).get_caller_identity()
-    except (NoCredentialsError, PartialCredentialsError):
-        raise NoCredentials() from None
-    except ClientError as e:
-        code = e.response.get("Error", {}).get("Code", "")
-        raise HarnessError(f"AWS rejected the credentials ({code})",
-                           expected="valid, unexpired credentials for the account",
-                           hint="refresh them (e.g. `aws sso login`) and try again; "
-                                "nothing was created") from None
-    except EndpointConnectionError as e:
-        raise HarnessError(f"cannot reach AWS STS ({e})", field="cloud.endpoint_url"
-                           if cfg.cloud.endpoint_url else "cloud.region",
-                           hint="check the network; nothing was created") from None
-    except BotoCoreError as e:  # e.g. an expired SSO token
-        raise NoCredentials(f"AWS credentials could not be loaded ({type(e).__name__}: {e})",
-                            hint="refresh them (e.g. `aws sso login`) and try again; nothing "
-                                 "was created") from None
-    return {"Account": ident["Account"], "Arn": ident["Arn"]}
-
-
-def check_region(cfg: PipelineConfig, session) -> str:
-    region = aws.region(cfg, session)
-    known = session.get_available_regions("sagemaker")
-    if region not in known:
-        raise ConfigError(f"'{region}' is not a region with SageMaker", field="cloud.region",
-                          expected="one of " + ", ".join(sorted(known)))
-    return region
 
 
 @dataclass
@@ -126,13 +66,30 @@ def _exists(call, *missing_codes: str) -> bool:
         raise
 
 
-def preflight(cfg: PipelineConfig, session, run_id: str | None = None) -> PreflightReport:
+def example_document(wf, run_id: str, bucket: str, prefix: str) -> dict[str, Any]:
+    """What a run's placeholders resolve to before it runs (outputs stay placeholders)."""
+    from harness.placeholders import BASE_URI_KEY, BUCKET_KEY, PREFIX_KEY, RUN_ID_KEY
+    return {RUN_ID_KEY: run_id, BUCKET_KEY: bucket, PREFIX_KEY: prefix,
+            BASE_URI_KEY: f"s3://{bucket}/{prefix}"}
+
+
+def creates(wf, ctx, doc: dict[str, Any]) -> list[tuple[str, str]]:
+    """What the run creates, step by step (the step kinds say it)."""
+    from harness.placeholders import readable, with_examples
+    out: list[tuple[str, str]] = []
+    for step in wf.steps:
+        request = readable(with_examples(step.request(ctx), doc))
+        out += step.creates(request)
+    return out
+
+
+def preflight(cfg: PipelineConfig, session, wf, run_id: str | None = None) -> PreflightReport:
     """Check the account is ready; say what the run creates and costs. Creates nothing."""
     from harness.runs import new_run_id
+    from harness.tags import resource_tags
 
     ident = require_credentials(cfg, session)
     region = check_region(cfg, session)
-    cost = estimate(cfg)  # a config error (unknown instance type) stops here too
     try:
         outputs = infra.stack_outputs(cfg, session)
     except infra.StackMissing as e:
@@ -157,33 +114,28 @@ def preflight(cfg: PipelineConfig, session, run_id: str | None = None) -> Prefli
         roles[key] = arn
 
     run_id = run_id or new_run_id()
-    names = Names(cfg, run_id)
     prefix = f"{cfg.cloud.prefix.strip('/')}/{run_id}"
+    ctx = wf.build_context("cloud", role=outputs["SageMakerRoleArn"],
+                           tags=resource_tags(cfg, run_id),
+                           poll_seconds=cfg.cloud.poll_seconds)
+    cost = estimate(cfg, wf, wf.definition(ctx))  # a config error (instance type) stops here
     report = PreflightReport(account=ident["Account"], caller=ident["Arn"], region=region,
                              stack=cfg.cloud.stack_name, bucket=bucket, roles=roles,
                              run_id=run_id, cost=cost)
     glue = aws.client(session, "glue", cfg)
-    glue_exists = _exists(lambda: glue.get_job(JobName=names.glue_job),
-                          "EntityNotFoundException")
+    jobs = [name for s in wf.steps for name in [s.name_prefixes().get("glue-job")] if name]
     sfn = aws.client(session, "stepfunctions", cfg)
-    sm_name = aws.state_machine_name(cfg)
+    sm_name = aws.state_machine_name(cfg, wf.name)
     sm_exists = any(m["name"] == sm_name
                     for m in sfn.list_state_machines().get("stateMachines", []))
-    report.creates = [
-        ("S3 prefix", f"s3://{bucket}/{prefix}/"),
-        ("Glue job", f"{names.glue_job} ({'exists: updated' if glue_exists else 'created'}; "
-                     f"{cfg.etl.number_of_workers} x {cfg.etl.worker_type}, Glue "
-                     f"{cfg.etl.glue_version})"),
-        ("Glue job run", f"of {names.glue_job}"),
+    report.creates = [("S3 prefix", f"s3://{bucket}/{prefix}/")]
+    for job in jobs:
+        exists = _exists(lambda: glue.get_job(JobName=job), "EntityNotFoundException")
+        report.creates.append(("Glue job", f"{job} ({'exists: updated' if exists else 'created'})"))
+    report.creates += [
         ("state machine", f"{sm_name} ({'exists: updated' if sm_exists else 'created'})"),
-        ("Step Functions execution", run_id),
-        ("training job", f"{names.training_job} ({cfg.train.instance_count} x "
-                         f"{cfg.train.instance_type})"),
-        ("model", names.model),
-        ("endpoint config", names.endpoint_config),
-        ("endpoint", f"{names.endpoint} ({cfg.deploy.initial_instance_count} x "
-                     f"{cfg.deploy.instance_type}, billed per hour until teardown)"),
-    ]
+        ("Step Functions execution", run_id)]
+    report.creates += creates(wf, ctx, example_document(wf, run_id, bucket, prefix))
     report.notes.append(f"every resource is tagged {infra.TAG_KEY}={cfg.cloud.stack_name}")
     return report
 
@@ -201,15 +153,7 @@ def render_report(report: PreflightReport, console) -> None:
         table.add_row(kind, name)
     console.print(table)
     if report.cost:
-        from cloud_runners.plan import cost_table
+        from cloud_runners.cost import cost_table
         console.print(cost_table(report.cost))
     for n in report.notes:
         console.print(f"note: {n}")
-
-
-def cli_preflight(cfg: PipelineConfig, console) -> int:
-    """`harness cloud preflight`: check and print the report; exit 2 without credentials."""
-    def run() -> int:
-        render_report(preflight(cfg, aws.session_for(cfg)), console)
-        return 0
-    return infra.cli_guard(console, "preflight", run)

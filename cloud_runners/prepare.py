@@ -1,19 +1,18 @@
 """Cloud ``prepare``: obtain the data on this machine, upload the raw Parquet to S3.
 
 In the cloud the prepare step runs on the client (see ``harness.asl``): the local prepare
-runner writes the raw splits into a temporary directory, then every file is uploaded
+runner writes the raw splits into a temporary directory (``cloud_runners.s3_staging``),
+then every file is uploaded
 under the request's ``s3://`` ``OutputUri`` with the same relative keys
 (``<split>/part-00000.parquet``). The output is the local output with ``RawUri`` = the
 S3 URI. An existing S3 output is never overwritten.
 """
 from __future__ import annotations
 
-import tempfile
-from pathlib import Path
 from typing import Any
 
-from cloud_runners import aws
-from harness import uris
+from cloud_runners import aws, s3_staging
+from cloud_runners.s3_staging import S3Staging
 from harness.errors import DataError
 from harness.stages import StageContext
 from local_runners.prepare import LocalPrepareRunner
@@ -29,15 +28,12 @@ class CloudPrepareRunner(aws.CloudStageRunner):
         if aws.prefix_exists(s3, output_uri):
             raise DataError("raw data output already exists in S3; refusing to overwrite it",
                             file=output_uri, hint="earlier runs are never modified")
-        with tempfile.TemporaryDirectory(prefix="mlharness-prepare-") as tmp:
-            local_dir = Path(tmp) / "raw"
-            local = LocalPrepareRunner().run({**request, "OutputUri": uris.file_uri(local_dir)},
-                                             ctx)
-            files = sorted(p for p in local_dir.rglob("*") if p.is_file())
+        with S3Staging(s3, prefix="mlharness-prepare-") as staging:
+            local = LocalPrepareRunner().run(
+                {**request, "OutputUri": staging.local_uri("raw", output_uri)}, ctx)
+            files = s3_staging.files(staging.path("raw"))
             with ctx.progress.task("upload raw splits to S3", total=len(files)) as task:
-                for path in files:
-                    rel = path.relative_to(local_dir).as_posix()
-                    aws.upload_file(s3, path, uris.join(output_uri, rel))
-                    task.advance(1)
+                staging.upload(staging.path("raw"), output_uri,
+                               on_file=lambda path: task.advance(1))
         ctx.log.info("raw splits uploaded to %s (%d files)", output_uri, len(files))
         return {**local, "RawUri": output_uri}

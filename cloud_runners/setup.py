@@ -1,5 +1,13 @@
-"""What the cloud backend does before a run's first step (the counterpart of
-harness.local_setup.LocalSetup): S3 layout, code upload, Glue job body, images, role."""
+"""The cloud backend's setup (see harness.setup.BackendSetup); the emulator uses it too,
+pointed at the emulator.
+
+The run's data and code live under ``s3://<bucket>/<cloud.prefix>/<run_id>/``; the code
+the steps run is uploaded there; the Glue jobs the steps name are created or updated
+with the stack's Glue role; the requests name the SageMaker framework images (looked up
+lazily, on first use) and the stack's SageMaker role. The run record itself stays on
+disk (``runs/<run_id>/``). ``outputs`` (the stack's outputs) and ``session`` are
+injectable for tests.
+"""
 from __future__ import annotations
 
 import tempfile
@@ -8,58 +16,70 @@ from typing import Any
 
 import boto3
 
-from cloud_runners.aws import session_for, upload_code
+from cloud_runners import aws
+from harness import uris
+from harness.archives import pack_source_dir
 from harness.config import PipelineConfig
-from harness.requests import Layout
+from harness.errors import ConfigError
+from harness.setup import BackendSetup
+from harness.steps.base import CodeAsset, SetupRequest
 
 
-class CloudSetup:
-    """What the cloud backend does before a run's first step (see harness.local_setup).
+class CloudImages:
+    """The SageMaker framework images (sagemaker-core's ``image_uris``, cached)."""
 
-    The run's data and code live under ``s3://<bucket>/<cloud.prefix>/<run_id>/``; the
-    code is uploaded there; the Glue job is registered with the stack's Glue role; the
-    requests name the SageMaker TensorFlow images (looked up lazily, on first use) and
-    the stack's SageMaker role. The run record itself stays on disk (``runs/<run_id>/``).
-    ``outputs`` (the stack's outputs) and ``session`` are injectable for tests.
-    """
+    def __init__(self, cfg: PipelineConfig):
+        self.cfg = cfg
+
+    def image(self, framework: str, version: str, scope: str, instance_type: str,
+              py_version: str | None = None) -> str:
+        from cloud_runners.images import image_uri
+        return image_uri(self.cfg.cloud.region, framework, version, scope, instance_type,
+                         py_version)
+
+
+class CloudSetup(BackendSetup):
+    backend = "cloud"
 
     def __init__(self, cfg: PipelineConfig, *, session: boto3.session.Session | None = None,
                  outputs: dict[str, str] | None = None):
         self.cfg = cfg
         self._session = session
         self._outputs = outputs
-        self._images: dict[str, str] | None = None
+        self._images = CloudImages(cfg)
 
     def check(self) -> None:
         """Credentials and the stack, before the run creates anything (also its record)."""
-        from cloud_runners.preflight import require_credentials
+        from cloud_runners.credentials import require_credentials
         require_credentials(self.cfg, self.session)
         self.outputs  # noqa: B018  (raises StackMissing: run `harness cloud bootstrap`)
 
     @property
     def session(self) -> boto3.session.Session:
         if self._session is None:
-            self._session = session_for(self.cfg)
+            self._session = aws.session_for(self.cfg)
         return self._session
 
     @property
     def outputs(self) -> dict[str, str]:
         """BucketName, StepFunctionsRoleArn, GlueRoleArn, SageMakerRoleArn of the stack."""
         if self._outputs is None:
-            from cloud_runners.infrastructure import stack_outputs
+            from cloud_runners.stack import stack_outputs
             self._outputs = stack_outputs(self.cfg, self.session)
         return self._outputs
 
     @property
-    def images(self) -> dict[str, str]:
-        if self._images is None:
-            from cloud_runners.images import images_for
-            self._images = images_for(self.cfg)
+    def images(self) -> CloudImages:
         return self._images
 
     @property
     def role(self) -> str:
         return self.outputs["SageMakerRoleArn"]
+
+    @property
+    def roles(self) -> dict[str, str]:
+        return {"glue": self.outputs["GlueRoleArn"], "sagemaker": self.role,
+                "stepfunctions": self.outputs["StepFunctionsRoleArn"]}
 
     @property
     def bucket(self) -> str:
@@ -69,9 +89,41 @@ class CloudSetup:
         """The run's key prefix (the execution input's ``Prefix``)."""
         return f"{self.cfg.cloud.prefix.strip('/')}/{run_id}"
 
-    def layout(self, run_id: str, run_dir: Path | None = None) -> Layout:
-        return Layout(f"s3://{self.bucket}/{self.run_prefix(run_id)}")
+    def base_uri(self, run_id: str, run_dir: Path | None = None) -> str:
+        return f"s3://{self.bucket}/{self.run_prefix(run_id)}"
 
-    def stage_code(self, layout: Layout) -> dict[str, dict[str, Any]]:
+    def stage_code(self, assets: list[CodeAsset], base_uri: str) -> dict[str, str]:
+        """Upload every code asset under ``<base_uri>/code/`` (a folder asset file by file,
+        a ``tar`` asset packed as sourcedir.tar.gz first)."""
+        s3 = aws.client(self.session, "s3", self.cfg)
+        out: dict[str, str] = {}
         with tempfile.TemporaryDirectory(prefix="mlharness-code-") as tmp:
-            return upload_code(self.cfg, self.session, layout, self.outputs["GlueRoleArn"], tmp)
+            for i, asset in enumerate(assets):
+                uri = uris.join(base_uri, "code", asset.target)
+                if asset.pack == "tar":
+                    archive = pack_source_dir(asset.source, Path(tmp) / f"{i}-sourcedir.tar.gz")
+                    aws.upload_file(s3, archive, uri)
+                elif asset.pack == "dir":
+                    from harness.local_setup import copy_tree
+                    staged = Path(tmp) / f"{i}-dir"
+                    copy_tree(asset.source, staged)
+                    aws.upload_dir(s3, staged, uri)
+                else:
+                    aws.upload_file(s3, asset.source, uri)
+                out[asset.target] = uri
+        return out
+
+    def create(self, requests: list[SetupRequest], run_id: str) -> dict[str, dict[str, Any]]:
+        """Create or update what the steps name (the Glue jobs); the registry of bodies."""
+        from cloud_runners.etl import upsert_glue_job
+
+        registry: dict[str, dict[str, Any]] = {}
+        for r in requests:
+            if (r.service, r.action) != ("glue", "CreateJob"):
+                raise ConfigError(f"the cloud backend cannot create {r.service}:{r.action}",
+                                  field=r.name, expected="glue:CreateJob")
+            action = upsert_glue_job(aws.client(self.session, "glue", self.cfg), r.body,
+                                     aws.glue_tags(self.cfg, run_id), step="setup")
+            registry.setdefault(f"{r.service}:{r.action}", {})[r.name] = {**r.body,
+                                                                        "_action": action}
+        return registry

@@ -1,9 +1,9 @@
 """The pipeline on AWS Step Functions: create/update the state machine, start, stream events.
 
-The definition is ``harness.asl.compile_state_machine`` (the same request builders as the
-local runs), with the SageMaker execution role in its requests; the state machine itself
-runs as the stack's Step Functions role. Creating is idempotent: an existing machine of
-the same name is updated in place and keeps its ARN.
+The definition is the workflow compiled by ``harness.asl`` (the same requests as the local
+runs), with the SageMaker execution role in its requests; the state machine itself runs
+as the stack's Step Functions role. Creating is idempotent: an existing machine of the
+same name is updated in place and keeps its ARN.
 """
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ import boto3.session
 from botocore.exceptions import ClientError
 
 from cloud_runners import aws
-from harness.asl import compile_state_machine
 from harness.config import PipelineConfig
 from harness.errors import HarnessError
 
@@ -39,24 +38,20 @@ def find_state_machine(sfn: Any, name: str) -> str | None:
     return None
 
 
-def upsert_state_machine(cfg: PipelineConfig, session: boto3.session.Session, role_arn: str,
-                         images: dict[str, str], *, sagemaker_role_arn: str,
+def upsert_state_machine(cfg: PipelineConfig, session: boto3.session.Session, name: str,
+                         definition: dict[str, Any], role_arn: str, *,
                          run_id: str = "bootstrap") -> str:
-    """Create ``<stack_name>-pipeline`` or update its definition; return its ARN.
+    """Create the state machine ``name`` or update its definition; return its ARN.
 
-    ``role_arn``: the role Step Functions assumes; ``sagemaker_role_arn``: the SageMaker
-    execution role the training job and the model run as (``RoleArn`` /
-    ``ExecutionRoleArn`` in the requests).
+    ``role_arn``: the role Step Functions assumes (the SageMaker execution role is already
+    in the definition's requests).
     """
     sfn = aws.client(session, "stepfunctions", cfg)
-    name = aws.state_machine_name(cfg)
-    poll_s = max(1, int(cfg.cloud.poll_seconds))
-    definition = json.dumps(compile_state_machine(cfg, images, role=sagemaker_role_arn,
-                                                  endpoint_poll_s=poll_s))
+    body = json.dumps(definition)
     arn = find_state_machine(sfn, name)
     if arn is None:
         try:
-            return sfn.create_state_machine(name=name, definition=definition, roleArn=role_arn,
+            return sfn.create_state_machine(name=name, definition=body, roleArn=role_arn,
                                             type="STANDARD",
                                             tags=aws.sfn_tags(cfg, run_id))["stateMachineArn"]
         except ClientError as e:
@@ -64,7 +59,7 @@ def upsert_state_machine(cfg: PipelineConfig, session: boto3.session.Session, ro
                 raise _error("CreateStateMachine", name, e) from None
             arn = find_state_machine(sfn, name)
     try:
-        sfn.update_state_machine(stateMachineArn=arn, definition=definition, roleArn=role_arn)
+        sfn.update_state_machine(stateMachineArn=arn, definition=body, roleArn=role_arn)
     except ClientError as e:
         raise _error("UpdateStateMachine", name, e) from None
     return arn
@@ -137,6 +132,9 @@ def stream_events(session: boto3.session.Session, execution_arn: str,
                 out["step"] = None if ev["type"].startswith("Execution") else current_step
                 if "error" in details or "cause" in details:
                     out["error"], out["cause"] = details.get("error"), details.get("cause")
+                for key in ("input", "output", "parameters"):
+                    if isinstance(details.get(key), str):
+                        out[key] = details[key]
                 on_event(out)
             if not page.get("nextToken"):
                 break

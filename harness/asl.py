@@ -1,221 +1,186 @@
-"""Compile the pipeline definition to Amazon States Language (Step Functions).
+"""Compile a workflow to Amazon States Language by walking its graph.
 
-The Task states carry the very request bodies the local runners execute: the compiler
-calls the same builders (``harness.requests`` via ``harness.pipeline.STEPS``) with
-symbolic values, and turns every string that holds a symbol into a JSONPath reference
-(``"Key.$": "$.Path"``) or a ``States.Format`` intrinsic. The execution input carries
-the run id, the bucket, the run's prefix, the data's shape and the hyperparameters.
+Each state-machine step contributes its own state(s) (``Step.states``: resource,
+``Parameters`` from the very request the local runner executes, result selector,
+retry/catch); the compiler links them in order, ends the path in a Succeed state and adds
+the catch-all Fail state every Task's Catch leads to. It knows no step by name.
 
-In the cloud the ``prepare`` step runs on the client (obtain the data, upload it); the
-evaluation gate reads the training job's ``test:accuracy`` metric (``FinalMetricDataList``)
-and the ``infer`` step is the client calling the endpoint once it is InService.
+Data between states: each step writes its result to ``$.<ResultKey>``; the steps that
+ran on the client before the execution are in the execution input under their result
+keys, next to ``RunId``, ``Bucket``, ``Prefix``, ``BaseUri`` and the workflow's own
+execution input. ``check_references`` makes sure every placeholder a request uses has a
+value at that point of the run (and that a step's field is one the state machine keeps).
 """
 from __future__ import annotations
 
-import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from harness.config import PipelineConfig
 from harness.errors import ConfigError
-from harness.pipeline import STEPS, BuildContext
-from harness.requests import Layout, Names, training_request
+from harness.placeholders import (
+    BASE_URI_KEY,
+    BUCKET_KEY,
+    PREFIX_KEY,
+    RUN_ID_KEY,
+    references,
+)
+from harness.steps.base import AFTER, BEFORE, MACHINE, PIPELINE_FAILED, BuildContext, Step
 
-_TOKEN = re.compile(r"⟦([^⟧]+)⟧")
+if TYPE_CHECKING:
+    from harness.workflow import Workflow
 
-# Gate metric (config) -> the training job's metric carrying it in the cloud.
-GATE_METRICS = {"accuracy": "test:accuracy"}
-
-# Errors worth retrying with backoff: throttling and transient service faults.
-RETRYABLE = ["ThrottlingException", "Glue.ThrottlingException",
-             "Glue.InternalServiceException", "Glue.ConcurrentRunsExceededException",
-             "SageMaker.ThrottlingException", "SageMaker.InternalFailure",
-             "States.Timeout"]
-
-INPUT_SCHEMA: dict[str, Any] = {
-    "$schema": "https://json-schema.org/draft/2020-12/schema",
-    "title": "mlharness pipeline execution input",
-    "type": "object",
-    "required": ["RunId", "Bucket", "Prefix", "Data", "HyperParameters"],
-    "properties": {
-        "RunId": {"type": "string", "pattern": "^[A-Za-z0-9-]{1,40}$"},
-        "Bucket": {"type": "string", "minLength": 3, "maxLength": 63},
-        "Prefix": {"type": "string", "description": "the run's key prefix, no slashes at the ends"},
-        "Data": {
-            "type": "object",
-            "required": ["ImageHeight", "ImageWidth", "NumClasses"],
-            "properties": {k: {"type": "string", "pattern": "^[0-9]+$"}
-                           for k in ("ImageHeight", "ImageWidth", "NumClasses")},
-        },
-        "HyperParameters": {"type": "object", "additionalProperties": {"type": "string"}},
-    },
-}
+SUCCEEDED = "PipelineSucceeded"
 
 
-def ref(path: str) -> str:
-    """A symbolic value: the JSONPath ``path`` of the state input."""
-    return f"⟦{path}⟧"
+def _fields_kept(step: Step) -> tuple[str, ...] | None:
+    """What of a step's output later states can read (None: everything)."""
+    return None if step.placement == BEFORE else step.result_fields
 
 
-def _format_literal(text: str) -> str:
-    # States.Format escapes: \ ' { } must be backslash-escaped in the template.
-    return re.sub(r"([\\'{}])", r"\\\1", text)
+def check_references(wf: "Workflow", ctx: BuildContext, *, cloud: bool) -> None:
+    """Every placeholder of every request names a value that exists when the step runs."""
+    known: dict[str, tuple[str, ...] | None] = {
+        RUN_ID_KEY: None, BASE_URI_KEY: None,
+        **{k: None for k in wf.execution_input.schema}}
+    if cloud:
+        known.update({BUCKET_KEY: None, PREFIX_KEY: None})
+    producers: dict[str, Step] = {s.result_key: s for s in wf.steps}
+
+    def check(step: Step, kept: dict[str, tuple[str, ...] | None]) -> None:
+        for path in references(step.request(ctx)):
+            head, _, rest = path[2:].partition(".")
+            head = head.split("[", 1)[0]
+            if head not in kept:
+                if head in producers:
+                    raise ConfigError(
+                        f"step '{step.state_id}' uses {path}, but step "
+                        f"'{producers[head].state_id}' has not run at that point",
+                        field=step.state_id, expected="an earlier step's output")
+                raise ConfigError(f"step '{step.state_id}' uses {path}, which no run has",
+                                  field=step.state_id, expected="$.RunId, $.BaseUri, an "
+                                  "execution input key or an earlier step's output")
+            fields = kept[head]
+            field = rest.split(".", 1)[0].split("[", 1)[0]
+            if cloud and fields is not None and field and field not in fields:
+                raise ConfigError(
+                    f"step '{step.state_id}' uses {path}, but the state machine keeps only "
+                    f"{', '.join(fields)} of step '{producers[head].state_id}'",
+                    field=step.state_id, expected="one of " + ", ".join(fields))
+
+    kept = dict(known)
+    for step in wf.main_path:
+        check(step, kept)
+        kept[step.result_key] = _fields_kept(step) if cloud else None
+    for step in wf.steps[len(wf.main_path):]:
+        check(step, kept)
 
 
-def _symbolic_value(text: str) -> str | None:
-    """JSONPath or intrinsic for a string holding symbols; None for a plain string."""
-    tokens = _TOKEN.findall(text)
-    if not tokens:
-        return None
-    if _TOKEN.fullmatch(text):
-        return tokens[0]
-    template = "".join("{}" if i % 2 else _format_literal(part)
-                       for i, part in enumerate(_TOKEN.split(text)))
-    return f"States.Format('{template}', {', '.join(tokens)})"
-
-
-def parameters(body: Any) -> Any:
-    """Turn a request body with symbols into ASL ``Parameters``."""
-    if isinstance(body, dict):
-        out: dict[str, Any] = {}
-        for key, value in body.items():
-            if isinstance(value, str) and (sym := _symbolic_value(value)) is not None:
-                out[f"{key}.$"] = sym
-            else:
-                out[key] = parameters(value)
-        return out
-    if isinstance(body, list):
-        if any(isinstance(v, str) and _TOKEN.search(v) for v in body):
-            raise ValueError("a symbolic value inside a list cannot be expressed in Parameters")
-        return [parameters(v) for v in body]
-    return body
-
-
-def symbolic_requests(cfg: PipelineConfig, images: dict[str, str], role: str | None
-                      ) -> dict[str, dict[str, Any]]:
-    """Each cloud step's request body, built by the pipeline's own builders."""
-    layout = Layout(f"s3://{ref('$.Bucket')}/{ref('$.Prefix')}")
-    build = BuildContext(cfg=cfg, layout=layout, names=Names(cfg, ref("$.RunId")),
-                         images=images, role=role)
-    build.outputs["prepare"] = {
-        "RawUri": layout.raw, "ImageHeight": ref("$.Data.ImageHeight"),
-        "ImageWidth": ref("$.Data.ImageWidth"), "NumClasses": ref("$.Data.NumClasses")}
-    build.outputs["etl"] = {"OutputUri": layout.processed}
-    build.outputs["train"] = {"ModelArtifacts": {
-        "S3ModelArtifacts": ref("$.Training.ModelArtifacts.S3ModelArtifacts")}}
-    steps = {s.name: s for s in STEPS}
-    bodies = {name: steps[name].build(build) for name in ("etl", "train", "deploy")}
-    # Hyperparameters come whole from the execution input (see execution_input).
-    bodies["train"]["HyperParameters"] = ref("$.HyperParameters")
-    return bodies
-
-
-def execution_input(cfg: PipelineConfig, *, run_id: str, bucket: str, prefix: str,
-                    prepared: dict[str, Any], images: dict[str, str]) -> dict[str, Any]:
-    """The input of one execution; hyperparameters from the same training builder."""
-    layout = Layout(f"s3://{bucket}/{prefix}")
-    body = training_request(cfg, layout, Names(cfg, run_id), prepared, images["training"])
+def compile_workflow(wf: "Workflow", ctx: BuildContext) -> dict[str, Any]:
+    """The ASL definition of ``wf``'s state-machine steps."""
+    machine = wf.machine_steps()
+    if not machine:
+        raise ConfigError(f"workflow '{wf.name}' has no step that runs in the state machine",
+                          expected="at least one Glue, training, processing or hosting step")
+    check_references(wf, ctx, cloud=True)
+    states: dict[str, Any] = {}
+    for step in machine:
+        nxt = step.next_step
+        next_state = nxt.state_id if nxt is not None and nxt.placement == MACHINE else SUCCEEDED
+        for name, state in step.states(ctx, next_state).items():
+            if name in states or name in (SUCCEEDED, PIPELINE_FAILED):
+                raise ConfigError(f"state name '{name}' is used twice", field=step.state_id)
+            states[name] = state
+    states[SUCCEEDED] = {"Type": "Succeed"}
+    # A fixed custom error name (names starting "States." are reserved), the caught
+    # error's name and cause in the cause.
+    states[PIPELINE_FAILED] = {"Type": "Fail", "Error": "PipelineStepFailed",
+                               "CausePath": "States.Format('{}: {}', $.Error.Error, "
+                                            "$.Error.Cause)"}
     return {
-        "RunId": run_id, "Bucket": bucket, "Prefix": prefix,
-        "Data": {k: str(prepared[k]) for k in ("ImageHeight", "ImageWidth", "NumClasses")},
-        "HyperParameters": body["HyperParameters"],
-    }
-
-
-def _task(resource: str, params: dict[str, Any], result_path: str, nxt: str,
-          comment: str, **extra: Any) -> dict[str, Any]:
-    state = {"Type": "Task", "Comment": comment, "Resource": resource, "Parameters": params,
-             "ResultPath": result_path, **extra,
-             "Retry": [{"ErrorEquals": RETRYABLE, "IntervalSeconds": 10, "MaxAttempts": 4,
-                        "BackoffRate": 2.0, "MaxDelaySeconds": 120, "JitterStrategy": "FULL"}],
-             "Catch": [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.Error",
-                        "Next": "PipelineFailed"}],
-             "Next": nxt}
-    return state
-
-
-def compile_state_machine(cfg: PipelineConfig, images: dict[str, str], role: str | None = None,
-                          endpoint_poll_s: int = 30) -> dict[str, Any]:
-    """The ASL definition of the pipeline (``json.dumps`` it for CreateStateMachine)."""
-    metric = GATE_METRICS.get(cfg.evaluate.metric)
-    if metric is None:
-        raise ConfigError(f"the cloud gate cannot read '{cfg.evaluate.metric}'",
-                          field="evaluate.metric", expected="one of " + ", ".join(GATE_METRICS))
-    bodies = symbolic_requests(cfg, images, role)
-    hosting = bodies["deploy"]
-    threshold = cfg.evaluate.threshold
-    states: dict[str, Any] = {
-        "RunEtl": _task("arn:aws:states:::glue:startJobRun.sync", parameters(bodies["etl"]),
-                        "$.Etl", "Train", "Glue job: the glue_etl script normalises the raw data",
-                        ResultSelector={"JobRunState.$": "$.JobRunState", "Id.$": "$.Id"}),
-        "Train": _task("arn:aws:states:::sagemaker:createTrainingJob.sync",
-                       parameters(bodies["train"]), "$.Training", "ReadGateMetric",
-                       "SageMaker TensorFlow training job (script mode)",
-                       ResultSelector={
-                           "TrainingJobName.$": "$.TrainingJobName",
-                           "ModelArtifacts.$": "$.ModelArtifacts",
-                           "FinalMetricDataList.$": "$.FinalMetricDataList"}),
-        "ReadGateMetric": {
-            "Type": "Pass", "Comment": f"pick {metric} from the training job's final metrics",
-            "Parameters": {"Values.$": "$.Training.FinalMetricDataList"
-                           f"[?(@.MetricName == '{metric}')].Value"},
-            "ResultPath": "$.Gate", "Next": "GateValue"},
-        "GateValue": {
-            "Type": "Pass", "Parameters": {"Value.$": "States.ArrayGetItem($.Gate.Values, 0)"},
-            "ResultPath": "$.Gate", "Next": "Gate"},
-        "Gate": {
-            "Type": "Choice", "Comment": f"deploy only when {metric} >= {threshold}",
-            "Choices": [{"And": [{"Variable": "$.Gate.Value", "IsNumeric": True},
-                                 {"Variable": "$.Gate.Value",
-                                  "NumericGreaterThanEquals": threshold}],
-                         "Next": "CreateModel"}],
-            "Default": "BelowThreshold"},
-        "BelowThreshold": {
-            "Type": "Fail", "Error": "ModelBelowThreshold",
-            "CausePath": f"States.Format('model below threshold: {metric} = {{}}, "
-                         f"threshold {threshold}; nothing was deployed', $.Gate.Value)"},
-        "CreateModel": _task("arn:aws:states:::sagemaker:createModel",
-                             parameters(hosting["CreateModel"]), "$.Model",
-                             "CreateEndpointConfig", "SageMaker model from model.tar.gz",
-                             ResultSelector={"ModelArn.$": "$.ModelArn"}),
-        "CreateEndpointConfig": _task("arn:aws:states:::sagemaker:createEndpointConfig",
-                                      parameters(hosting["CreateEndpointConfig"]),
-                                      "$.EndpointConfig", "CreateEndpoint", "endpoint config",
-                                      ResultSelector={"EndpointConfigArn.$": "$.EndpointConfigArn"}),
-        "CreateEndpoint": _task("arn:aws:states:::sagemaker:createEndpoint",
-                                parameters(hosting["CreateEndpoint"]), "$.EndpointCreated",
-                                "WaitForEndpoint", "endpoint (request-response: poll below)",
-                                ResultSelector={"EndpointArn.$": "$.EndpointArn"}),
-        "WaitForEndpoint": {"Type": "Wait", "Seconds": endpoint_poll_s,
-                            "Next": "DescribeEndpoint"},
-        "DescribeEndpoint": _task(
-            "arn:aws:states:::aws-sdk:sagemaker:describeEndpoint",
-            parameters({"EndpointName": hosting["CreateEndpoint"]["EndpointName"]}),
-            "$.Endpoint", "EndpointInService?", "endpoint status",
-            ResultSelector={"EndpointName.$": "$.EndpointName",
-                            "EndpointStatus.$": "$.EndpointStatus"}),
-        "EndpointInService?": {
-            "Type": "Choice",
-            "Choices": [
-                {"Variable": "$.Endpoint.EndpointStatus", "StringEquals": "InService",
-                 "Next": "Deployed"},
-                {"Variable": "$.Endpoint.EndpointStatus", "StringEquals": "Failed",
-                 "Next": "EndpointFailed"}],
-            "Default": "WaitForEndpoint"},
-        "EndpointFailed": {
-            "Type": "Fail", "Error": "EndpointFailed",
-            "CausePath": "States.Format('endpoint {} failed to come InService', "
-                         "$.Endpoint.EndpointName)"},
-        "Deployed": {"Type": "Succeed"},
-        # A fixed custom error name (names starting "States." are reserved), the caught
-        # error's name and cause in the cause.
-        "PipelineFailed": {"Type": "Fail", "Error": "PipelineStepFailed",
-                           "CausePath": "States.Format('{}: {}', $.Error.Error, "
-                                        "$.Error.Cause)"},
-    }
-    return {
-        "Comment": "mlharness MNIST pipeline: Glue ETL -> SageMaker training -> gate -> "
-                   "model, endpoint config, endpoint (compiled by harness.asl)",
-        "StartAt": "RunEtl",
-        "TimeoutSeconds": cfg.train.max_runtime_s + 3 * 3600,
+        "Comment": wf.comment,
+        "StartAt": machine[0].state_id,
+        "TimeoutSeconds": int(wf.timeout_seconds),
         "States": states,
     }
+
+
+def state_to_step(wf: "Workflow") -> dict[str, str]:
+    """ASL state name -> the step that made it (to read an execution's history)."""
+    return {name: s.state_id for s in wf.machine_steps() for name in s.state_names()}
+
+
+def execution_input(wf: "Workflow", *, run_id: str, bucket: str, prefix: str,
+                    inputs: dict[str, Any] | None = None,
+                    before: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """The input of one execution: the run's location, the workflow's execution input and
+    the outputs of the client-side steps that ran before it (by result key)."""
+    doc: dict[str, Any] = {RUN_ID_KEY: run_id, BUCKET_KEY: bucket, PREFIX_KEY: prefix,
+                           BASE_URI_KEY: f"s3://{bucket}/{prefix}"}
+    doc.update(wf.execution_input.validate(inputs))
+    for step in wf.before_steps():
+        if before is None or step.state_id not in before:
+            raise ConfigError(f"step '{step.state_id}' runs before the execution and has no "
+                              "output yet", field=step.state_id)
+        doc[step.result_key] = before[step.state_id]
+    return doc
+
+
+def input_schema(wf: "Workflow") -> dict[str, Any]:
+    """JSON Schema of the execution input (for people and for checks)."""
+    props: dict[str, Any] = {
+        RUN_ID_KEY: {"type": "string", "pattern": "^[A-Za-z0-9-]{1,40}$"},
+        BUCKET_KEY: {"type": "string", "minLength": 3, "maxLength": 63},
+        PREFIX_KEY: {"type": "string", "description": "the run's key prefix, no slashes at "
+                     "the ends"},
+        BASE_URI_KEY: {"type": "string", "pattern": "^s3://"},
+    }
+    props.update(wf.execution_input.json_schema()["properties"])
+    for step in wf.before_steps():
+        props[step.result_key] = {"type": "object",
+                                  "description": f"output of step '{step.state_id}' "
+                                  f"({step.kind}), which ran on the client"}
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema",
+            "title": f"{wf.name} execution input", "type": "object",
+            "required": list(props), "properties": props}
+
+
+def _happy_path(definition: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """The states entered on a successful run (a Choice takes its first choice) and the
+    polling loops on it (a Wait state that a Choice's Default leads back to)."""
+    states = definition["States"]
+    path: list[str] = []
+    name: str | None = definition["StartAt"]
+    while name is not None and name not in path:
+        path.append(name)
+        state = states[name]
+        if state["Type"] == "Choice":
+            rules = [c for c in state.get("Choices", []) if "Not" not in c]
+            name = rules[0]["Next"] if rules else state.get("Default")
+        elif state["Type"] in ("Succeed", "Fail") or state.get("End"):
+            name = None
+        else:
+            name = state.get("Next")
+    loops: list[list[str]] = []
+    for name in path:
+        if states[name]["Type"] != "Wait":
+            continue
+        loop, cur = [name], states[name].get("Next")
+        while cur is not None and cur != name and len(loop) < len(states):
+            loop.append(cur)
+            st = states[cur]
+            if st["Type"] == "Choice":
+                if st.get("Default") == name:
+                    break
+                cur = None
+            else:
+                cur = st.get("Next")
+        if cur == name or states[loop[-1]].get("Default") == name:
+            loops.append(loop)
+    return path, loops
+
+
+def transitions(definition: dict[str, Any]) -> dict[str, Any]:
+    """State transitions of one successful execution, counted from the definition:
+    ``{"once": n, "per_poll": [m per polling loop], "states": [...]}``."""
+    path, loops = _happy_path(definition)
+    return {"once": len(path), "per_poll": [len(loop) for loop in loops],
+            "loops": loops, "states": path}

@@ -1,72 +1,56 @@
-"""The backend switch: one table from (backend, stage kind) to its runner.
+"""The backend table: ``local``, ``emulator`` and ``cloud``, each running a whole workflow.
 
-Runners are imported lazily by dotted path, so choosing ``local`` never imports
-anything AWS (ZenML's flavor pattern). The emulator and cloud backends add their rows
-here when they land; stages do not change.
+- ``local``: the in-process executor (``harness.executor``): every step's local runner;
+- ``emulator``: the compiled state machine on the embedded AWS emulator, with compute
+  bridges that run the local runners (``cloud_runners.emulator.backend``);
+- ``cloud``: the compiled state machine on AWS Step Functions (``cloud_runners.cloud_run``).
+
+Backends are imported lazily by dotted path (ZenML's flavor pattern): choosing ``local``
+never imports boto3 or moto. Which runner a step uses is the step kind's business
+(``Step.local_runner``, ``Step.cloud_runner``), not this table's.
 """
 from __future__ import annotations
 
 import importlib
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
 
 from harness.errors import ConfigError
-from harness.stages import STAGE_KINDS, StageRunner
 
-RUNNERS: dict[tuple[str, str], str] = {
-    ("local", "prepare"): "local_runners.prepare:LocalPrepareRunner",
-    ("local", "etl"): "local_runners.etl:LocalEtlRunner",
-    ("local", "train"): "local_runners.train:LocalTrainingRunner",
-    ("local", "evaluate"): "local_runners.evaluate:LocalEvaluateRunner",
-    ("local", "deploy"): "local_runners.deploy:LocalDeployRunner",
-    ("local", "infer"): "local_runners.infer:LocalInferRunner",
-    ("cloud", "prepare"): "cloud_runners.prepare:CloudPrepareRunner",
-    ("cloud", "etl"): "cloud_runners.etl:CloudEtlRunner",
-    ("cloud", "train"): "cloud_runners.train:CloudTrainingRunner",
-    ("cloud", "evaluate"): "cloud_runners.evaluate:CloudEvaluateRunner",
-    ("cloud", "deploy"): "cloud_runners.deploy:CloudDeployRunner",
-    ("cloud", "infer"): "cloud_runners.infer:CloudInferRunner",
+BACKENDS: dict[str, str] = {
+    "local": "harness.executor:LocalBackend",
+    "emulator": "cloud_runners.emulator.backend:EmulatorBackend",
+    "cloud": "cloud_runners.cloud_run:CloudBackend",
 }
 
-# Per backend, what happens before the first step: where the run's data lives, how the
-# code reaches the jobs, which images and role the requests name.
-SETUPS: dict[str, str] = {
-    "local": "harness.local_setup:LocalSetup",
-    "cloud": "cloud_runners.setup:CloudSetup",
-}
+
+class Backend(ABC):
+    """Runs one workflow once; returns a ``harness.executor.RunResult``. A HarnessError it
+    raises carries the run's record (``run_record``) when one was made."""
+
+    name: ClassVar[str] = ""
+
+    @abstractmethod
+    def run(self, wf: Any, cfg: Any, *, inputs: dict[str, Any] | None = None,
+            **options: Any) -> Any:
+        """Options: run_id, resume, from_step (local), progress, announce, on_step,
+        config_file."""
 
 
 def available_backends() -> list[str]:
-    return sorted({b for b, _ in RUNNERS})
+    return sorted(BACKENDS)
 
 
-def check_backend(backend: str) -> None:
-    missing = [k for k in STAGE_KINDS if (backend, k) not in RUNNERS]
-    if backend not in SETUPS:
-        missing.append("setup")
-    if missing:
-        raise ConfigError(
-            f"backend '{backend}' is not available yet (no runner for: {', '.join(missing)})",
-            field="backend", expected="one of " + ", ".join(available_backends()))
+def load(target: str) -> Any:
+    """The object a ``"package.module:Name"`` path names."""
+    module_name, _, name = target.partition(":")
+    return getattr(importlib.import_module(module_name), name)
 
 
-def _load(target: str):
-    module_name, cls_name = target.split(":")
-    return getattr(importlib.import_module(module_name), cls_name)
-
-
-def setup_for(backend: str, cfg):
-    """The backend's setup object (see harness.local_setup.LocalSetup for the interface)."""
+def backend_for(name: str) -> Backend:
     try:
-        target = SETUPS[backend]
+        target = BACKENDS[name]
     except KeyError:
-        raise ConfigError(f"backend '{backend}' has no setup", field="backend",
-                          expected="one of " + ", ".join(sorted(SETUPS))) from None
-    return _load(target)(cfg)
-
-
-def runner_for(backend: str, kind: str) -> StageRunner:
-    try:
-        target = RUNNERS[(backend, kind)]
-    except KeyError:
-        raise ConfigError(f"no '{kind}' runner for backend '{backend}'", field="backend",
+        raise ConfigError(f"unknown backend {name!r}", field="backend",
                           expected="one of " + ", ".join(available_backends())) from None
-    return _load(target)()
+    return load(target)()

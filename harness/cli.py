@@ -1,7 +1,9 @@
 """``harness``: run the pipeline, list runs, show one run.
 
-    harness run [--config FILE] [--backend local] [--data DIR] [--set section.field=value]
-                [--resume RUN_ID [--from STEP]] [--keep-serving]
+    harness run [--config FILE] [--pipeline MODULE:ATTR] [--backend local|emulator|cloud]
+                [--data DIR] [--set section.field=value] [--resume RUN_ID [--from STEP]]
+                [--keep-serving]
+    harness graph [--mermaid | --svg FILE]
     harness runs
     harness show RUN_ID [--step STEP]
     harness serve RUN|MODEL_DIR|model.tar.gz [--port 8080] [--server embedded|tf-serving-container]
@@ -30,7 +32,6 @@ from rich.text import Text  # noqa: E402
 
 from harness.config import load_config  # noqa: E402
 from harness.errors import ConfigError, HarnessError  # noqa: E402
-from harness.pipeline import STEPS  # noqa: E402
 from harness.progress import RichProgress  # noqa: E402
 from harness.runs import RunStore, StepRecord  # noqa: E402
 
@@ -54,6 +55,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         out["deploy.keep_serving"] = True
     if getattr(args, "runs_dir", None):
         out["runs_dir"] = args.runs_dir
+    if getattr(args, "pipeline", None):
+        out["pipeline"] = args.pipeline
     return out
 
 
@@ -62,18 +65,29 @@ def _cfg(args: argparse.Namespace):
 
 
 # --------------------------------------------------------------------------- run
-def cmd_run(args: argparse.Namespace, console: Console) -> int:
-    from harness.executor import LocalExecutor
+def _workflow(cfg):
+    from harness.workflow import load_workflow
+    return load_workflow(cfg.pipeline, cfg)
 
+
+def cmd_run(args: argparse.Namespace, console: Console) -> int:
     cfg = _cfg(args)
-    if cfg.backend == "emulator":
-        # The cloud path, offline: the Step Functions execution on the embedded emulator.
-        if args.resume or getattr(args, "from_step", None) or args.keep_serving:
-            raise ConfigError("--resume, --from and --keep-serving apply to the local "
-                              "backend only", field="--backend", expected="local")
-        from cloud_runners.emulator.run import emulator_run
-        return emulator_run(cfg, console)
-    titles = {s.name: s.title for s in STEPS}
+    if cfg.backend != "local" and (args.resume or getattr(args, "from_step", None)
+                                   or args.keep_serving):
+        raise ConfigError("--resume, --from and --keep-serving apply to the local backend only",
+                          field="--backend", expected="local")
+    return cmd_run_workflow(cfg, _workflow(cfg), console, resume=args.resume,
+                            from_step=getattr(args, "from_step", None),
+                            config_file=args.config)
+
+
+def cmd_run_workflow(cfg, wf, console: Console, *, resume: str | None = None,
+                     from_step: str | None = None, config_file: str | None = None) -> int:
+    """Run ``wf`` on ``cfg.backend`` with the live view; print the summary or the failure."""
+    from harness.backends import backend_for
+
+    backend = backend_for(cfg.backend)
+    titles = {s.state_id: f"{s.kind}: {s.comment}" for s in wf.steps}
     progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
                         MofNCompleteColumn(), TimeElapsedColumn(), console=console,
                         transient=False)
@@ -81,23 +95,25 @@ def cmd_run(args: argparse.Namespace, console: Console) -> int:
     def on_step(rec: StepRecord) -> None:
         style = STATUS_STYLE.get(rec.status, "")
         if rec.status == "RUNNING":
-            progress.console.print(f"[bold]▶ {rec.name}[/bold]  {titles[rec.name]}")
+            progress.console.print(f"[bold]▶ {rec.name}[/bold]  {titles.get(rec.name, '')}")
         elif rec.status in ("SUCCEEDED", "REUSED"):
             extra = (f"{rec.duration_s:.1f} s" if rec.status == "SUCCEEDED"
-                     else f"reused from {rec.reused_from}")
+                     and rec.duration_s is not None else
+                     f"reused from {rec.reused_from}" if rec.status == "REUSED" else "")
             progress.console.print(f"[{style}]✓ {rec.name}[/{style}]  {extra}")
 
     def announce(msg: str) -> None:
-        progress.console.print(f"[bold magenta]{msg}[/bold magenta]")
+        progress.console.print(Text(msg, style="bold magenta"), soft_wrap=True)
 
-    console.print(f"[bold]Pipeline[/bold] backend={cfg.backend}  config={args.config or 'pipeline.yaml'}")
-    executor = LocalExecutor(cfg, progress=RichProgress(progress), announce=announce,
-                             on_step=on_step, config_file=args.config)
+    console.print(f"[bold]Pipeline[/bold] {wf.name}  backend={cfg.backend}  "
+                  f"config={config_file or 'pipeline.yaml'}")
     try:
         with progress:
-            result = executor.run(resume=args.resume, from_step=getattr(args, "from_step", None))
+            result = backend.run(wf, cfg, resume=resume, from_step=from_step,
+                                 progress=RichProgress(progress), announce=announce,
+                                 on_step=on_step, config_file=config_file)
     except HarnessError as exc:
-        _print_failure(console, exc, executor.record)
+        _print_failure(console, exc, getattr(exc, "run_record", None))
         return exc.exit_code
     try:
         _print_summary(console, result.summary)
@@ -120,32 +136,51 @@ def _print_error(console: Console, title: str, message: str) -> None:
 
 def _print_failure(console: Console, exc: HarnessError, record) -> None:
     title = "Pipeline failed"
-    if record is not None and record.status == "FAILED":
+    if record is not None and record.status == "FAILED" and record.failed_step:
         title += f" at step '{record.failed_step}' of run {record.run_id}"
     _print_error(console, title, str(exc))
-    if record is not None and record.resume_command:
+    if record is not None:
         console.print(f"Record: {record.run_id}  (harness show {record.run_id})")
-        console.print(f"Resume with: [bold]{record.resume_command}[/bold]")
+        if record.resume_command:
+            console.print(f"Resume with: [bold]{record.resume_command}[/bold]")
+
+
+def _value(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4f}"
+    return "" if v is None else str(v)
 
 
 def _print_summary(console: Console, s: dict[str, Any]) -> None:
-    table = Table(title=f"Run {s['run_id']} — {s['status']}", show_header=False)
+    table = Table(title=f"Run {s['run_id']} — {s['status']} ({s['backend']})",
+                  show_header=False)
     table.add_column("what", style="bold")
     table.add_column("value", overflow="fold")
-    table.add_row("data source", s["data_source"])
-    table.add_row("examples", ", ".join(f"{k} {v}" for k, v in s["counts"].items()))
     table.add_row("artifacts", s["run_dir"])
-    table.add_row("model", s["artifacts"]["model"])
-    table.add_row("evaluation", s["artifacts"]["evaluation"])
-    if s["artifacts"].get("confusion_matrix_plot"):
-        table.add_row("plot", s["artifacts"]["confusion_matrix_plot"])
-    table.add_row("test accuracy", f"{s['test_accuracy']:.4f}")
-    table.add_row("endpoint accuracy", f"{s['endpoint_accuracy']:.4f} (same test split, over HTTP)")
-    table.add_row("endpoint", f"{s['endpoint']}  {s.get('endpoint_url') or ''}")
-    for name, secs in s["step_seconds"].items():
-        table.add_row(f"  {name}", "reused" if secs is None else f"{secs:.1f} s")
+    for step in s["steps"]:
+        secs = step.get("seconds")
+        head = step["status"] if secs is None else f"{step['status']}  {secs:.1f} s"
+        table.add_row(f"{step['name']} ({step['kind']})", head)
+        for key, value in step["facts"].items():
+            if value not in (None, ""):
+                table.add_row(f"  {key}", _value(value))
+    for name, value in (s.get("metrics") or {}).items():
+        table.add_row(name, _value(value))
     table.add_row("wall time", f"{s['wall_seconds']:.1f} s")
     console.print(table)
+
+
+def cmd_graph(args: argparse.Namespace, console: Console) -> int:
+    wf = _workflow(_cfg(args))
+    graph = wf.render_graph()
+    if args.svg:
+        console.print(f"graph written to {graph.save(args.svg)}")
+        return 0
+    if not args.mermaid:
+        console.print(repr(graph), markup=False, highlight=False)
+        console.rule("Mermaid")
+    console.out(graph.mermaid, highlight=False)
+    return 0
 
 
 # -------------------------------------------------------------------- runs/show
@@ -164,16 +199,18 @@ def cmd_runs(args: argparse.Namespace, console: Console) -> int:
     table.add_column("status", no_wrap=True)
     table.add_column("backend")
     table.add_column("started (UTC)", no_wrap=True)
-    table.add_column("accuracy")
+    table.add_column("pipeline")
+    table.add_column("headline metric")
     for run_id in ids:
         rec = store.load(run_id)
         summary = store.summary(run_id) or {}
-        acc = summary.get("test_accuracy")
+        metrics = summary.get("metrics") or {}
+        name, value = next(iter(metrics.items()), ("", None))
         style = STATUS_STYLE.get(rec.status, "")
         status = rec.status + (f" at {rec.failed_step}" if rec.failed_step else "")
         table.add_row(run_id, f"[{style}]{status}[/{style}]", rec.backend,
-                      rec.started[:19].replace("T", " "),
-                      f"{acc:.4f}" if acc is not None else "")
+                      rec.started[:19].replace("T", " "), rec.workflow or "",
+                      f"{name} {value:.4f}" if isinstance(value, (int, float)) else "")
     console.print(table)
     return 0
 
@@ -228,6 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--set", action="append", metavar="SECTION.FIELD=VALUE",
                        help="override one configuration value (repeatable)")
         p.add_argument("--runs-dir", help="where run records live (default: runs/)")
+        p.add_argument("--pipeline", metavar="MODULE:ATTR",
+                       help="the pipeline: package.module:attr or path/to/file.py:attr "
+                       "(default: pipeline.yaml's 'pipeline', the MNIST pipeline)")
 
     run = sub.add_parser("run", help="run the whole pipeline")
     common(run)
@@ -241,6 +281,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="keep the endpoint up after the run until Ctrl-C")
     run.set_defaults(func=cmd_run)
 
+    graph = sub.add_parser("graph", help="the pipeline's graph: steps in order, Mermaid text")
+    common(graph)
+    graph.add_argument("--mermaid", action="store_true", help="only the Mermaid text")
+    graph.add_argument("--svg", metavar="FILE", help="write the graph as an image "
+                       "(.svg, .png, .html or .mmd)")
+    graph.set_defaults(func=cmd_graph)
+
     runs = sub.add_parser("runs", help="list runs")
     common(runs)
     runs.set_defaults(func=cmd_runs)
@@ -253,7 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="serve a trained model (TF Serving REST + SageMaker "
                            "/invocations) until Ctrl-C")
     common(serve)
-    serve.add_argument("model", help="a run id, a model.tar.gz, or a directory holding "
+    serve.add_argument("served", metavar="MODEL", help="a run id, a model.tar.gz, or a directory holding "
                        "<version>/saved_model.pb")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8080)
@@ -306,7 +353,7 @@ def cmd_serve(args: argparse.Namespace, console: Console) -> int:
                              capture_dir=args.capture_dir,
                              capture_percent=args.capture_percent,
                              version_poll_seconds=args.poll_seconds)
-    return serve(args.model, RunStore(cfg.runs_path()), args.server or d.server,
+    return serve(args.served, RunStore(cfg.runs_path()), args.server or d.server,
                  args.model_name or d.model_name, options, console)
 
 
@@ -327,23 +374,18 @@ def cmd_predict(args: argparse.Namespace, console: Console) -> int:
                    factory)
 
 
+# Cloud commands live in cloud_runners/, imported by dotted path only when asked for (the
+# core stays boto3-free); each is ``fn(cfg, workflow, console, args) -> exit code``.
+CLOUD_COMMANDS: dict[str, str] = {
+    name: f"cloud_runners.cloud_cli:{name}"
+    for name in ("plan", "preflight", "bootstrap", "run", "teardown")}
+
+
 def cmd_cloud(args: argparse.Namespace, console: Console) -> int:
-    """Cloud commands live in cloud_runners/ (imported only here: the core stays boto3-free)."""
+    from harness.backends import load
+
     cfg = _cfg(args)
-    if args.cloud_command == "plan":
-        from cloud_runners.plan import cli_plan
-        return cli_plan(cfg, console, as_json=args.json)
-    if args.cloud_command == "preflight":
-        from cloud_runners.preflight import cli_preflight
-        return cli_preflight(cfg, console)
-    if args.cloud_command == "bootstrap":
-        from cloud_runners.infrastructure import cli_bootstrap
-        return cli_bootstrap(cfg, console)
-    if args.cloud_command == "teardown":
-        from cloud_runners.infrastructure import cli_teardown
-        return cli_teardown(cfg, console)
-    from cloud_runners.cloud_run import cloud_run
-    return cloud_run(cfg, console, dry_run=args.dry_run)
+    return load(CLOUD_COMMANDS[args.cloud_command])(cfg, _workflow(cfg), console, args)
 
 
 def main(argv: list[str] | None = None) -> int:

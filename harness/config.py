@@ -85,8 +85,13 @@ class TrainConfig(_Section):
 
 
 class EvaluateConfig(_Section):
-    metric: Literal["accuracy", "macro_precision", "macro_recall"] = "accuracy"
-    threshold: float = Field(0.95, ge=0, le=1)
+    # The evaluation runs as a SageMaker Processing job (model/evaluate.py); the gate
+    # reads one metric of its evaluation.json.
+    job_name: str = "mnist-evaluate"
+    metric: Literal["accuracy", "loss", "macro_precision", "macro_recall"] = "accuracy"
+    threshold: float = 0.95
+    direction: Literal[">=", "<="] = ">="
+    instance_type: str = "ml.m5.xlarge"
 
 
 class DeployConfig(_Section):
@@ -127,6 +132,9 @@ class CloudConfig(_Section):
 
 class PipelineConfig(_Section):
     backend: Backend = "local"
+    # The pipeline to run: "package.module:attr" or "path/to/file.py:attr", where attr is
+    # a harness.workflow.Workflow or a function (config) -> Workflow.
+    pipeline: str = "harness.mnist_pipeline:build"
     runs_dir: str = "runs"
     data: DataConfig = DataConfig()
     etl: EtlConfig = EtlConfig()

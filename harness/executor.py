@@ -1,42 +1,68 @@
-"""The local executor: walks the pipeline's steps, records every step, applies the gate.
+"""The local backend: walks a workflow's steps in this process and records every step.
 
-Failures leave a record naming the step and the reason, and the command that resumes
-from that step. A resumed run is a new run that reuses the earlier run's outputs for
-the steps before the resume point; the earlier run is only read, never written.
+For each step: build its request (``Step.request``), resolve the placeholders against
+the run's state document (the same document the state machine carries), hand it to the
+step kind's local runner, record input, output, log and timings, and ask the step what
+comes next (a gate stops the run below its threshold). Failures leave a record naming
+the step and the reason, and the command that resumes the run. A resumed run is a new
+run that reuses the earlier run's outputs for the steps before the resume point; the
+earlier run is only read, never written.
 """
 from __future__ import annotations
 
 import contextlib
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from harness.backends import check_backend, runner_for, setup_for
+from harness.backends import Backend, load
 from harness.config import PipelineConfig
-from harness.errors import GateFailed, HarnessError, StepFailed
-from harness.pipeline import GATE, STEPS, BuildContext, get_step
+from harness.errors import ConfigError, GateFailed, HarnessError, StepFailed
+from harness.placeholders import BASE_URI_KEY, RUN_ID_KEY, resolve
 from harness.progress import NullProgress, Progress
-from harness.requests import Names
 from harness.runs import RunRecord, RunStore, StepRecord, new_run_id, now_iso
-from harness.stages import StageContext
+from harness.stages import StageContext, StageRunner
+from harness.steps.base import Step
 from harness.storage import write_json_atomic
+from harness.tags import resource_tags
 
 
 @dataclass
 class RunResult:
+    """A finished run: its record, summary and folder; what it left serving."""
+
     record: RunRecord
     summary: dict[str, Any]
     run_dir: Path
-    resources: contextlib.ExitStack
+    resources: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
+    outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def close(self) -> None:
         """Stop what the run left serving (the endpoint)."""
         self.resources.close()
 
+    def output(self, step: str) -> dict[str, Any]:
+        """A step's output (``KeyError`` names the steps that have one)."""
+        if step not in self.outputs:
+            raise KeyError(f"no output of step {step!r}; steps with one: "
+                           + ", ".join(self.outputs))
+        return self.outputs[step]
 
-def _step_logger(run_id: str, step: str, path: Path) -> logging.Logger:
+    def input(self, step: str) -> Any:
+        rec = self.record.step(step)
+        from harness.storage import read_json
+        return read_json(self.run_dir / rec.input) if rec.input else None
+
+    def __enter__(self) -> "RunResult":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def step_logger(run_id: str, step: str, path: Path) -> logging.Logger:
     logger = logging.getLogger(f"harness.run.{run_id}.{step}")
     logger.handlers.clear()
     logger.propagate = False
@@ -47,203 +73,339 @@ def _step_logger(run_id: str, step: str, path: Path) -> logging.Logger:
     return logger
 
 
-def _close_logger(logger: logging.Logger) -> None:
+def close_logger(logger: logging.Logger) -> None:
     for h in list(logger.handlers):
         h.close()
         logger.removeHandler(h)
 
 
-class LocalExecutor:
-    """Runs the pipeline in this process with the runners of ``cfg.backend``."""
+def runner(target: str | None, step: Step, backend: str) -> StageRunner:
+    if not target:
+        raise ConfigError(f"step '{step.state_id}' ({step.kind}) has no runner for the "
+                          f"{backend} backend", field=step.state_id)
+    return load(target)()
 
-    def __init__(self, cfg: PipelineConfig, *, progress: Progress | None = None,
+
+def _strings(value: Any):
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _strings(v)
+
+
+def link_reused_files(old_base: str, new_base: str,
+                      reused: dict[str, tuple[Any, dict[str, Any]]]) -> list[str]:
+    """Give a resumed run the files its reused steps read and wrote: every location under
+    the earlier run that their inputs and outputs name appears at the same place under the
+    new run (files hard-linked, or copied across file systems; folders made anew), so
+    later steps find them by the run's own paths. The earlier run is only read. Returns
+    the relative paths linked."""
+    import os
+    import shutil
+
+    from harness import uris
+
+    old_dir, new_dir = uris.local_path(old_base), uris.local_path(new_base)
+    prefix = old_base.rstrip("/") + "/"
+    linked: list[str] = []
+    for request, output in reused.values():
+        for text in _strings([request, output]):
+            if not text.startswith(prefix):
+                continue
+            rel = text[len(prefix):].strip("/")
+            if not rel or rel.split("/", 1)[0] in ("code", "steps"):
+                continue
+            src, dst = old_dir / rel, new_dir / rel
+            if not src.exists() or dst.exists():
+                continue
+            files = [src] if src.is_file() else [p for p in src.rglob("*") if p.is_file()]
+            for f in files:
+                target = dst if f == src else dst / f.relative_to(src)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                try:
+                    os.link(f, target)
+                except OSError:
+                    shutil.copy2(f, target)
+            if src.is_dir():
+                dst.mkdir(parents=True, exist_ok=True)
+            linked.append(rel)
+    return linked
+
+
+def summarize(wf, record: RunRecord, outputs: dict[str, dict[str, Any]], run_dir: Path,
+              wall_s: float) -> dict[str, Any]:
+    """The run summary, from what each step kind says of its output."""
+    steps, metrics = [], {}
+    for s in wf.steps:
+        rec = record.step(s.state_id)
+        out = outputs.get(s.state_id)
+        facts = s.facts(out) if out is not None else {}
+        steps.append({"name": s.state_id, "kind": s.kind, "status": rec.status,
+                      "seconds": rec.duration_s, "facts": facts})
+        if out is not None:
+            for name, value in s.headline(out).items():
+                metrics[name if name not in metrics else f"{s.state_id} {name}"] = value
+    urls = [st["facts"]["url"] for st in steps if st["facts"].get("url")]
+    return {
+        "run_id": record.run_id,
+        "workflow": record.workflow,
+        "status": record.status,
+        "backend": record.backend,
+        "resumed_from": record.resumed_from,
+        "run_dir": str(run_dir),
+        "metrics": metrics,
+        "steps": steps,
+        "endpoint_url": urls[0] if urls else None,
+        "wall_seconds": round(wall_s, 3),
+    }
+
+
+class RunRecorder:
+    """Runs steps with their runners and keeps the record: input, output, log, timings.
+    Shared by the local backend and the client-side steps of the cloud backends."""
+
+    def __init__(self, cfg: PipelineConfig, store: RunStore, *,
+                 progress: Progress | None = None,
                  announce: Callable[[str], None] = print,
-                 on_step: Callable[[StepRecord], None] | None = None,
-                 config_file: str | None = None):
+                 on_step: Callable[[StepRecord], None] | None = None):
         self.cfg = cfg
-        self.store = RunStore(cfg.runs_path())
+        self.store = store
         self.progress = progress or NullProgress()
         self.announce = announce
         self.on_step = on_step or (lambda rec: None)
-        self.config_file = config_file
-        self.record: RunRecord | None = None  # the run being executed (or last executed)
 
-    # ----------------------------------------------------------------- helpers
-    def _resume_command(self, run_id: str, step: str) -> str:
-        cmd = "harness run"
-        if self.config_file:
-            cmd += f" --config {self.config_file}"
-        return cmd + f" --resume {run_id} --from {step}"
-
-    def _reused_outputs(self, resume: str, from_step: str | None
-                        ) -> tuple[str, dict[str, dict[str, Any]]]:
-        old = self.store.load(resume)
-        start = from_step or old.failed_step
-        if start is None:
-            raise HarnessError(f"run {resume} did not fail; say which step to resume from",
-                               field="--from", expected="one of " + ", ".join(s.name for s in STEPS))
-        get_step(start)
-        outputs: dict[str, dict[str, Any]] = {}
-        for step in STEPS:
-            if step.name == start:
-                break
-            rec = old.step(step.name)
-            if rec.status not in ("SUCCEEDED", "REUSED"):
-                raise HarnessError(f"cannot resume from '{start}': step '{step.name}' of run "
-                                   f"{resume} has status {rec.status}",
-                                   field="--from", expected="a step after the last succeeded one")
-            outputs[step.name] = self.store.step_output(resume, step.name)
-        return start, outputs
-
-    # --------------------------------------------------------------------- run
-    def run(self, *, run_id: str | None = None, resume: str | None = None,
-            from_step: str | None = None) -> RunResult:
-        cfg = self.cfg
-        check_backend(cfg.backend)
-        reused: dict[str, dict[str, Any]] = {}
-        start = None
-        if resume:
-            start, reused = self._reused_outputs(resume, from_step)
-        elif from_step:
-            raise HarnessError("--from needs --resume RUN_ID (the run whose outputs to reuse)",
-                               field="--from")
-
-        setup = setup_for(cfg.backend, cfg)
-        setup.check()
-        run_id = run_id or new_run_id()
-        record = RunRecord(run_id=run_id, backend=cfg.backend, resumed_from=resume,
-                           steps=[StepRecord(s.name, s.kind) for s in STEPS])
-        run_dir = self.store.create(record)
-        self.record = record
-        write_json_atomic(run_dir / "config.json", cfg.model_dump(mode="json"))
-        layout = setup.layout(run_id, run_dir)
-        build = BuildContext(cfg=cfg, layout=layout, names=Names(cfg, run_id),
-                             images=setup.images, role=setup.role)
-        resources = contextlib.ExitStack()
-        t_run = time.perf_counter()
-        try:
-            glue_jobs = setup.stage_code(layout)
-            for step in STEPS:
-                rec = record.step(step.name)
-                if step.name in reused:
-                    build.outputs[step.name] = reused[step.name]
-                    rec.status, rec.reused_from = "REUSED", resume
-                    step_dir = self.store.step_dir(run_id, step.name)
-                    write_json_atomic(step_dir / "output.json", reused[step.name])
-                    rec.output = str(Path("steps", step.name, "output.json"))
-                    self.store.save(record)
-                    self.on_step(rec)
-                    continue
-                output = self._run_step(record, rec, step, build, glue_jobs, resources)
-                build.outputs[step.name] = output
-                if step.name == GATE.step:
-                    passed, message = GATE.check(output)
-                    self.announce(message)
-                    if not passed:
-                        raise GateFailed(message + "; nothing was deployed")
-            self._check_parity(build.outputs)
-        except BaseException as exc:
-            resources.close()
-            failed = next((s for s in record.steps if s.status == "RUNNING"), None)
-            if failed is None and isinstance(exc, GateFailed):
-                failed = record.step(GATE.step)
-            record.status = "FAILED"
-            record.ended = now_iso()
-            record.error = str(exc) if isinstance(exc, HarnessError) else f"{type(exc).__name__}: {exc}"
-            if failed is not None:
-                if failed.status == "RUNNING":
-                    failed.status = "FAILED"
-                    failed.ended = now_iso()
-                    failed.error = record.error
-                record.failed_step = failed.name
-                # Below the gate, evaluating the same model again changes nothing:
-                # resume by training again (e.g. with other hyperparameters).
-                resume_at = "train" if isinstance(exc, GateFailed) else failed.name
-                record.resume_command = self._resume_command(run_id, resume_at)
-            self.store.save(record)
-            if isinstance(exc, HarnessError) and not isinstance(exc, (StepFailed, GateFailed)):
-                raise StepFailed(record.failed_step or "setup", str(exc)) from exc
-            raise
-        record.status = "SUCCEEDED"
-        record.ended = now_iso()
-        self.store.save(record)
-        summary = self._summary(record, build.outputs, run_dir, time.perf_counter() - t_run)
-        write_json_atomic(run_dir / "summary.json", summary)
-        return RunResult(record, summary, run_dir, resources)
-
-    def _run_step(self, record: RunRecord, rec: StepRecord, step, build: BuildContext,
-                  glue_jobs, resources: contextlib.ExitStack) -> dict[str, Any]:
-        step_dir = self.store.step_dir(record.run_id, step.name)
-        step_dir.mkdir(parents=True, exist_ok=True)
-        request = step.build(build)
-        write_json_atomic(step_dir / "input.json", request)
-        rec.input = str(Path("steps", step.name, "input.json"))
-        rec.log = str(Path("steps", step.name, "log.txt"))
-        rec.status, rec.started = "RUNNING", now_iso()
-        self.store.save(record)
-        self.on_step(rec)
-        logger = _step_logger(record.run_id, step.name, step_dir / "log.txt")
-
+    def context(self, run_id: str, step: Step, logger: logging.Logger,
+                resources: contextlib.ExitStack, registry: dict[str, dict[str, Any]]
+                ) -> StageContext:
         def announce(msg: str) -> None:
             logger.info(msg)
             self.announce(msg)
 
-        ctx = StageContext(run_id=record.run_id, step=step.name, config=self.cfg, log=logger,
-                           progress=self.progress, resources=resources, announce=announce,
-                           glue_jobs=glue_jobs)
+        return StageContext(run_id=run_id, step=step.state_id, config=self.cfg, log=logger,
+                            progress=self.progress, resources=resources, announce=announce,
+                            glue_jobs=registry.get("glue:CreateJob", {}), registry=registry)
+
+    def save(self, record: RunRecord, rec: StepRecord | None = None) -> None:
+        self.store.save(record)
+        if rec is not None:
+            self.on_step(rec)
+
+    def reuse(self, record: RunRecord, step: Step, earlier: tuple[Any, dict[str, Any]],
+              resume: str | None, resources: contextlib.ExitStack,
+              registry: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        request, output = earlier
+        rec = record.step(step.state_id)
+        rec.status, rec.reused_from = "REUSED", resume
+        step_dir = self.store.step_dir(record.run_id, step.state_id)
+        write_json_atomic(step_dir / "input.json", request)
+        write_json_atomic(step_dir / "output.json", output)
+        rec.input = str(Path("steps", step.state_id, "input.json"))
+        rec.output = str(Path("steps", step.state_id, "output.json"))
+        logger = logging.getLogger(f"harness.run.{record.run_id}.{step.state_id}")
+        runner(step.local_runner, step, "local").replay(
+            request, output, self.context(record.run_id, step, logger, resources, registry))
+        self.save(record, rec)
+        return output
+
+    def run_step(self, record: RunRecord, step: Step, build, doc: dict[str, Any],
+                 resources: contextlib.ExitStack, registry: dict[str, dict[str, Any]],
+                 target: str | None) -> dict[str, Any]:
+        """Resolve the step's request against ``doc``, run it with ``target``'s runner,
+        record everything; the output."""
+        rec = record.step(step.state_id)
+        step_dir = self.store.step_dir(record.run_id, step.state_id)
+        step_dir.mkdir(parents=True, exist_ok=True)
+        rec.status, rec.started = "RUNNING", now_iso()
+        rec.log = str(Path("steps", step.state_id, "log.txt"))
+        self.store.save(record)
+        request = resolve(step.request(build), doc, step.state_id)
+        write_json_atomic(step_dir / "input.json", request)
+        rec.input = str(Path("steps", step.state_id, "input.json"))
+        self.save(record, rec)
+        logger = step_logger(record.run_id, step.state_id, step_dir / "log.txt")
+        ctx = self.context(record.run_id, step, logger, resources, registry)
         t0 = time.perf_counter()
         try:
-            output = runner_for(self.cfg.backend, step.kind).run(request, ctx)
+            output = runner(target, step, record.backend).run(request, ctx)
         except BaseException:
-            logger.exception("step %s failed", step.name)
+            logger.exception("step %s failed", step.state_id)
             rec.duration_s = round(time.perf_counter() - t0, 3)
             raise
         finally:
-            _close_logger(logger)
+            close_logger(logger)
         rec.duration_s = round(time.perf_counter() - t0, 3)
         write_json_atomic(step_dir / "output.json", output)
-        rec.output = str(Path("steps", step.name, "output.json"))
+        rec.output = str(Path("steps", step.state_id, "output.json"))
         rec.status, rec.ended = "SUCCEEDED", now_iso()
-        self.store.save(record)
-        self.on_step(rec)
+        self.save(record, rec)
         return output
 
-    @staticmethod
-    def _check_parity(outputs: dict[str, dict[str, Any]]) -> None:
-        """The endpoint must give the evaluate step's accuracy on the same data."""
-        if "infer" in outputs and "evaluate" in outputs:
-            via_endpoint = outputs["infer"]["Accuracy"]
-            in_process = outputs["evaluate"]["Metrics"]["accuracy"]
-            if abs(via_endpoint - in_process) > 1e-9:
-                raise StepFailed("infer", f"accuracy through the endpoint ({via_endpoint:.6f}) "
-                                 f"differs from the evaluate step's ({in_process:.6f}) on the "
-                                 "same test split")
+    def fail(self, wf, record: RunRecord, exc: BaseException, current: str | None,
+             resume_command: Callable[[str], str] | None) -> None:
+        """Record the failure: the failed step, the error, how to resume."""
+        failed = next((s for s in record.steps if s.status == "RUNNING"), None)
+        if failed is None and current is not None:
+            failed = record.step(current)  # e.g. a gate that stopped the run
+        record.status = "FAILED"
+        record.ended = now_iso()
+        record.error = str(exc) if isinstance(exc, HarnessError) else f"{type(exc).__name__}: {exc}"
+        if failed is not None:
+            if failed.status in ("RUNNING", "SUCCEEDED", "FAILED"):
+                failed.status = "FAILED"
+                failed.ended = failed.ended or now_iso()
+                failed.error = failed.error or record.error
+            record.failed_step = failed.name
+            if resume_command is not None:
+                record.resume_command = resume_command(wf.step(failed.name).resume_step().state_id)
+        self.store.save(record)
 
-    def _summary(self, record: RunRecord, outputs: dict[str, dict[str, Any]], run_dir: Path,
-                 wall_s: float) -> dict[str, Any]:
-        prep, etl, train = outputs["prepare"], outputs["etl"], outputs["train"]
-        ev, dep, inf = outputs["evaluate"], outputs["deploy"], outputs["infer"]
-        return {
-            "run_id": record.run_id,
-            "status": record.status,
-            "backend": record.backend,
-            "resumed_from": record.resumed_from,
-            "run_dir": str(run_dir),
-            "data_source": f"{prep['Source']} ({prep['SourceLocation']})",
-            "counts": prep["Counts"],
-            "artifacts": {
-                "raw": prep["RawUri"],
-                "processed": etl["OutputUri"],
-                "model": train["ModelArtifacts"]["S3ModelArtifacts"],
-                "evaluation": ev["EvaluationUri"],
-                "confusion_matrix_plot": ev.get("PlotUri"),
-                "predictions": inf["PredictionsUri"],
-            },
-            "test_accuracy": ev["Metrics"]["accuracy"],
-            "endpoint_accuracy": inf["Accuracy"],
-            "final_metrics": {m["MetricName"]: m["Value"] for m in train["FinalMetricDataList"]},
-            "endpoint": dep["EndpointName"],
-            "endpoint_url": dep.get("EndpointUrl"),
-            "step_seconds": {s.name: s.duration_s for s in record.steps},
-            "wall_seconds": round(wall_s, 3),
-        }
+
+def raise_with_record(exc: BaseException, record: RunRecord) -> None:
+    """Re-raise a run's failure as a HarnessError that carries the record."""
+    if isinstance(exc, HarnessError) and not isinstance(exc, (StepFailed, GateFailed)):
+        err = StepFailed(record.failed_step or "setup", str(exc))
+        err.run_record = record  # type: ignore[attr-defined]
+        raise err from exc
+    if isinstance(exc, HarnessError):
+        exc.run_record = record  # type: ignore[attr-defined]
+    raise exc
+
+
+class LocalExecutor:
+    """One local run of a workflow (see the module doc)."""
+
+    def __init__(self, wf, cfg: PipelineConfig, *, progress: Progress | None = None,
+                 announce: Callable[[str], None] = print,
+                 on_step: Callable[[StepRecord], None] | None = None,
+                 config_file: str | None = None):
+        self.wf = wf
+        self.cfg = cfg
+        self.store = RunStore(cfg.runs_path())
+        self.recorder = RunRecorder(cfg, self.store, progress=progress, announce=announce,
+                                    on_step=on_step)
+        self.config_file = config_file
+        self.record: RunRecord | None = None  # the run being executed (or last executed)
+
+    def _resume_command(self, run_id: str, step: str) -> str:
+        cmd = "harness run"
+        if self.config_file:
+            cmd += f" --config {self.config_file}"
+        if self.cfg.pipeline != type(self.cfg).model_fields["pipeline"].default:
+            cmd += f" --pipeline {self.cfg.pipeline}"
+        return cmd + f" --resume {run_id} --from {step}"
+
+    def _reused(self, resume: str, from_step: str | None
+                ) -> dict[str, tuple[Any, dict[str, Any]]]:
+        """{step: (its earlier input, output)} for the steps before the resume point."""
+        old = self.store.load(resume)
+        names = [s.state_id for s in self.wf.main_path]
+        start = from_step or old.failed_step
+        if start is None:
+            raise HarnessError(f"run {resume} did not fail; say which step to resume from",
+                               field="--from", expected="one of " + ", ".join(names))
+        if start not in names:
+            raise ConfigError(f"no step named {start!r} on the pipeline's path",
+                              field="--from", expected="one of " + ", ".join(names))
+        from harness.storage import read_json
+        reused: dict[str, tuple[Any, dict[str, Any]]] = {}
+        for name in names[:names.index(start)]:
+            try:
+                rec = old.step(name)
+            except KeyError:
+                raise HarnessError(f"run {resume} has no step '{name}' (another pipeline?)",
+                                   field="--resume") from None
+            if rec.status not in ("SUCCEEDED", "REUSED"):
+                raise HarnessError(f"cannot resume from '{start}': step '{name}' of run "
+                                   f"{resume} has status {rec.status}",
+                                   field="--from", expected="a step after the last succeeded one")
+            step_dir = self.store.step_dir(resume, name)
+            reused[name] = (read_json(step_dir / "input.json"),
+                            read_json(step_dir / "output.json"))
+        return reused
+
+    def run(self, *, inputs: dict[str, Any] | None = None, run_id: str | None = None,
+            resume: str | None = None, from_step: str | None = None) -> RunResult:
+        from harness.asl import check_references
+        from harness.local_setup import LocalSetup
+
+        wf, cfg = self.wf, self.cfg
+        inputs = wf.execution_input.validate(inputs)
+        reused: dict[str, tuple[Any, dict[str, Any]]] = {}
+        if resume:
+            reused = self._reused(resume, from_step)
+        elif from_step:
+            raise HarnessError("--from needs --resume RUN_ID (the run whose outputs to reuse)",
+                               field="--from")
+        setup = LocalSetup(cfg)
+        setup.check()
+        build = wf.build_context("local", setup.images, tags=resource_tags(cfg))
+        check_references(wf, build, cloud=False)
+
+        run_id = run_id or new_run_id()
+        record = RunRecord(run_id=run_id, backend="local", workflow=wf.name,
+                           resumed_from=resume,
+                           steps=[StepRecord(s.state_id, s.kind) for s in wf.steps])
+        run_dir = self.store.create(record)
+        self.record = record
+        write_json_atomic(run_dir / "config.json", cfg.model_dump(mode="json"))
+        (run_dir / "graph.mmd").write_text(wf.render_graph().mermaid)
+        doc: dict[str, Any] = {RUN_ID_KEY: run_id,
+                               BASE_URI_KEY: setup.base_uri(run_id, run_dir), **inputs}
+        outputs: dict[str, dict[str, Any]] = {}
+        current: str | None = None
+        resources = contextlib.ExitStack()
+        t_run = time.perf_counter()
+        try:
+            if reused:
+                old_base = setup.base_uri(resume, self.store.run_dir(resume))
+                linked = link_reused_files(old_base, doc[BASE_URI_KEY], reused)
+                if linked:
+                    self.recorder.announce(f"reusing from run {resume}: {', '.join(linked)}")
+            code_uris = setup.stage_code(wf.code(), doc[BASE_URI_KEY])
+            registry = setup.create([r for s in wf.steps
+                                     for r in s.setup_requests(code_uris, build)], run_id)
+            step: Step | None = wf.start
+            while step is not None:
+                current = step.state_id
+                if step.state_id in reused:
+                    output = self.recorder.reuse(record, step, reused[step.state_id], resume,
+                                                 resources, registry)
+                else:
+                    output = self.recorder.run_step(record, step, build, doc, resources,
+                                                    registry, step.local_runner)
+                outputs[step.state_id] = output
+                doc[step.result_key] = output
+                step = step.next_step if step.state_id in reused else step.after(output)
+            current = None
+        except BaseException as exc:
+            resources.close()
+            self.recorder.fail(wf, record, exc, current,
+                               lambda at: self._resume_command(run_id, at))
+            raise_with_record(exc, record)
+        record.status = "SUCCEEDED"
+        record.ended = now_iso()
+        self.store.save(record)
+        summary = summarize(wf, record, outputs, run_dir, time.perf_counter() - t_run)
+        write_json_atomic(run_dir / "summary.json", summary)
+        return RunResult(record, summary, run_dir, resources, outputs)
+
+
+class LocalBackend(Backend):
+    """``local``: every step's local runner, in this process."""
+
+    name = "local"
+
+    def run(self, wf, cfg: PipelineConfig, *, inputs: dict[str, Any] | None = None,
+            run_id: str | None = None, resume: str | None = None,
+            from_step: str | None = None, progress: Progress | None = None,
+            announce: Callable[[str], None] | None = None,
+            on_step: Callable[[StepRecord], None] | None = None,
+            config_file: str | None = None, **_: Any) -> RunResult:
+        executor = LocalExecutor(wf, cfg, progress=progress,
+                                 announce=announce or (lambda m: None),
+                                 on_step=on_step, config_file=config_file)
+        return executor.run(inputs=inputs, run_id=run_id, resume=resume, from_step=from_step)

@@ -52,6 +52,7 @@ class RunRecord:
     failed_step: str | None = None
     error: str | None = None
     resume_command: str | None = None
+    workflow: str | None = None
     steps: list[StepRecord] = field(default_factory=list)
 
     def step(self, name: str) -> StepRecord:
@@ -62,8 +63,11 @@ class RunRecord:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "RunRecord":
-        d = dict(d)
-        steps = [StepRecord(**s) for s in d.pop("steps", [])]
+        known = set(cls.__dataclass_fields__)
+        step_fields = set(StepRecord.__dataclass_fields__)
+        d = {k: v for k, v in d.items() if k in known}
+        steps = [StepRecord(**{k: v for k, v in s.items() if k in step_fields})
+                 for s in d.pop("steps", [])]
         return cls(**d, steps=steps)
 
 

@@ -1,9 +1,9 @@
-"""The stage interface: one runner per stage kind and backend.
+"""The runner interface: one runner executes one step kind's request on one backend.
 
-A step's request is built once (``harness.requests``) and handed to a runner; the
-local runner executes it with ``file://`` URIs, the cloud runner sends it to AWS. A
-runner returns the step's output as a JSON-able dict (for AWS stages: the shape of
-the matching Describe* response).
+A step's request is built once (``harness.steps``) and handed to a runner; the local
+runner executes it with ``file://`` URIs, a cloud runner sends it to AWS. A runner
+returns the step's output as a JSON-able dict (for AWS stages: the shape of the matching
+Describe* response).
 """
 from __future__ import annotations
 
@@ -11,12 +11,10 @@ import contextlib
 import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable
 
 from harness.config import PipelineConfig
 from harness.progress import NullProgress, Progress
-
-STAGE_KINDS = ("prepare", "etl", "train", "evaluate", "deploy", "infer")
 
 
 @dataclass
@@ -36,13 +34,19 @@ class StageContext:
     # Glue job definitions (CreateJob bodies) registered when the backend was set up,
     # by job name: a StartJobRun request names its job, as on AWS.
     glue_jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # What earlier steps of the run created, by "<service>:<action>" and name (e.g. the
+    # CreateModel request an endpoint config names): the local stand-in for AWS's state.
+    registry: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 class StageRunner(ABC):
-    """Executes one stage kind's request on one backend."""
-
-    kind: ClassVar[str]
+    """Executes one step kind's request on one backend."""
 
     @abstractmethod
     def run(self, request: dict[str, Any], ctx: StageContext) -> dict[str, Any]:
         """Execute ``request``; return the step output. Raise HarnessError on bad input."""
+
+    def replay(self, request: dict[str, Any], output: dict[str, Any], ctx: StageContext
+               ) -> None:
+        """A resumed run reuses this step's earlier output: restore what the step left in
+        ``ctx.registry`` (nothing by default)."""

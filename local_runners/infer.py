@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from harness import uris
-from harness.errors import DataError, HarnessError
+from harness.errors import DataError, HarnessError, StepFailed
 from harness.inference_client import client_for_endpoint
 from harness.stages import StageContext, StageRunner
 from harness.storage import atomic_dir
@@ -79,6 +79,24 @@ def score_through_endpoint(client, x: np.ndarray, y: np.ndarray, batch_size: int
     return scored
 
 
+def check_expected_accuracy(request: dict[str, Any], scored: dict[str, Any],
+                            ctx: StageContext) -> None:
+    """With ``ExpectedAccuracy`` (the evaluation of the same model on the same data), the
+    endpoint must answer exactly as well: anything else means it serves another model or
+    transforms the input differently."""
+    expected = request.get("ExpectedAccuracy")
+    if expected is None:
+        return
+    if isinstance(expected, bool) or not isinstance(expected, (int, float)):
+        raise HarnessError("the expected accuracy is not a number", field="ExpectedAccuracy",
+                           got=expected)
+    if abs(scored["accuracy"] - float(expected)) > 1e-9:
+        raise StepFailed(ctx.step, f"accuracy through the endpoint ({scored['accuracy']:.6f}) "
+                         f"differs from the evaluation's ({float(expected):.6f}) on the same "
+                         "test split", field="ExpectedAccuracy")
+    ctx.log.info("accuracy through the endpoint equals the evaluation's (%.6f)", expected)
+
+
 def infer_output(scored: dict[str, Any], count: int, predictions_uri: str,
                  endpoint: dict[str, Any]) -> dict[str, Any]:
     return {
@@ -102,6 +120,7 @@ class LocalInferRunner(StageRunner):
         with client_for_endpoint(endpoint) as client:
             scored = score_through_endpoint(client, x, y, batch_size, ctx,
                                             endpoint.get("EndpointUrl") or "the endpoint")
+        check_expected_accuracy(request, scored, ctx)
         with atomic_dir(uris.local_path(output_uri)) as tmp:
             write_predictions(tmp, y, scored["predicted"], scored["probabilities"])
         return infer_output(scored, len(y), uris.join(output_uri, PREDICTIONS_FILE), endpoint)

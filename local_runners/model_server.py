@@ -11,6 +11,11 @@ One SavedModel in TF Serving layout (``<model_dir>/<version>/saved_model.pb``) i
   ``code/inference.py`` handlers (``input_handler``/``output_handler`` or ``handler``) the
   request goes through them, as in the SageMaker TensorFlow Serving container.
 
+This module is the HTTP server (routes, lifecycle, version polling) and the foreground
+command; the parts it serves with live next to it: ``local_runners.serve_model`` (loading
+the SavedModel, calling a signature), ``local_runners.serve_codec`` (TF Serving request and
+response bodies) and ``local_runners.serve_handlers`` (the ``inference.py`` contract).
+
 Errors are ``{"error": "<what was expected>"}`` with a 4xx/5xx status; the server keeps
 serving afterwards. Small bodies are decoded on the event loop, large ones in a thread pool;
 model calls run in their own pool through an adaptive micro-batcher
@@ -28,23 +33,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import collections
 import concurrent.futures
-import importlib.util
-import io
-import json
+import functools
 import logging
 import re
 import signal
 import sys
 import threading
-import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Callable
 
-import numpy as np
 import orjson
 from aiohttp import web
 
@@ -52,6 +51,10 @@ from harness.archives import newest_model_version
 from harness.errors import HarnessError
 from local_runners.serve_batching import MicroBatcher
 from local_runners.serve_capture import DataCapture
+from local_runners.serve_codec import (JSON, RequestError, decode_predict_request,
+                                       encode_predictions, error_body)
+from local_runners.serve_handlers import Context, invoke_handlers, load_inference_handlers
+from local_runners.serve_model import LoadedModel
 
 log = logging.getLogger(__name__)
 
@@ -61,22 +64,7 @@ DEFAULT_BATCH_TIMEOUT_MICROS = 1000
 DEFAULT_SHUTDOWN_TIMEOUT = 10.0   # grace period for requests in flight when stopping
 INLINE_BODY_BYTES = 32 * 1024     # smaller bodies are decoded on the event loop itself
 INLINE_ROWS = 16                  # responses with at most this many rows encoded there too
-JSON = "application/json"
 CUSTOM_ATTRIBUTES_HEADER = "X-Amzn-SageMaker-Custom-Attributes"
-
-# What the SageMaker TensorFlow Serving container hands to inference.py handlers.
-Context = collections.namedtuple(
-    "Context", "model_name, model_version, method, rest_uri, grpc_port, channel, "
-    "custom_attributes, request_content_type, accept_header, content_length")
-
-
-class RequestError(Exception):
-    """A request the server answers with ``{"error": message}`` and ``status``."""
-
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
-        self.message = message
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
@@ -86,264 +74,6 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
     except ImportError:
         return asyncio.new_event_loop()
     return uvloop.new_event_loop()
-
-
-# --------------------------------------------------------------------------- the model
-
-@dataclass(frozen=True)
-class TensorInfo:
-    name: str
-    dtype: np.dtype
-    tf_dtype: str          # e.g. "DT_FLOAT", as TF Serving's metadata spells it
-    shape: tuple           # None for an unknown dimension
-
-    def shape_text(self) -> str:
-        return "[" + ", ".join("N" if i == 0 and d is None else ("?" if d is None else str(d))
-                               for i, d in enumerate(self.shape)) + "]"
-
-    def describe(self) -> dict[str, Any]:
-        return {"dtype": self.tf_dtype, "name": self.name,
-                "tensor_shape": {"dim": [{"size": str(-1 if d is None else d), "name": ""}
-                                         for d in self.shape], "unknown_rank": False}}
-
-
-def _tensor_info(name: str, spec) -> TensorInfo:
-    from tensorflow.core.framework import types_pb2
-    return TensorInfo(name=name, dtype=np.dtype(spec.dtype.as_numpy_dtype),
-                      tf_dtype=types_pb2.DataType.Name(spec.dtype.as_datatype_enum),
-                      shape=tuple(spec.shape.as_list()))
-
-
-class Signature:
-    """One serving signature: its named inputs and outputs and the function to call."""
-
-    def __init__(self, name: str, fn):
-        self.name = name
-        self.fn = fn
-        _, kwargs = fn.structured_input_signature
-        self.inputs = {k: _tensor_info(k, v) for k, v in sorted(kwargs.items())}
-        self.outputs = {k: _tensor_info(k, v) for k, v in sorted(fn.structured_outputs.items())}
-
-    def __call__(self, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        import tensorflow as tf
-        result = self.fn(**{k: tf.constant(v) for k, v in arrays.items()})
-        return {k: v.numpy() for k, v in result.items()}
-
-    def describe(self) -> dict[str, Any]:
-        return {"inputs": {k: v.describe() for k, v in self.inputs.items()},
-                "outputs": {k: v.describe() for k, v in self.outputs.items()},
-                "method_name": "tensorflow/serving/predict"}
-
-
-class LoadedModel:
-    """A SavedModel version loaded with tf.saved_model.load and warmed up."""
-
-    def __init__(self, model_dir: Path, version: int | None = None):
-        import tensorflow as tf
-        if version is None:
-            self.version, self.path = newest_model_version(model_dir)
-        else:
-            self.version, self.path = version, Path(model_dir) / str(version)
-        try:
-            loaded = tf.saved_model.load(str(self.path))
-        except Exception as e:  # TF raises many types for a corrupt model
-            raise HarnessError(f"cannot load the SavedModel ({type(e).__name__}: {e})",
-                               file=str(self.path)) from None
-        self._loaded = loaded  # keep the object graph alive
-        self.signatures = {name: Signature(name, fn) for name, fn in loaded.signatures.items()}
-        if "serving_default" not in self.signatures:
-            raise HarnessError("the SavedModel has no 'serving_default' signature",
-                               file=str(self.path),
-                               expected="signatures={'serving_default': fn} at export",
-                               got=sorted(self.signatures))
-        self._warm_up()
-
-    def _warm_up(self) -> None:
-        sig = self.signatures["serving_default"]
-        arrays = {k: np.zeros([1] + [1 if d is None else d for d in t.shape[1:]], t.dtype)
-                  for k, t in sig.inputs.items()}
-        sig(arrays)
-
-    def signature(self, name: Any) -> Signature:
-        name = name or "serving_default"
-        if not isinstance(name, str):
-            raise RequestError(400, f'"signature_name" must be a string, got {name!r}')
-        if name not in self.signatures:
-            raise RequestError(400, f"serving signature name '{name}' not found; expected one "
-                               f"of {sorted(self.signatures)}")
-        return self.signatures[name]
-
-
-# --------------------------------------------------------------- TF Serving request body
-
-def _loads(body: bytes) -> Any:
-    """Parse JSON; NaN/Infinity (which strict JSON forbids) get their own message."""
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as strict_error:
-        def non_finite(token: str):
-            raise RequestError(400, f"the request contains {token}; expected finite numbers "
-                               "(pixel values in [0, 1])")
-        try:
-            return json.loads(body, parse_constant=non_finite)
-        except RequestError:
-            raise
-        except (ValueError, UnicodeDecodeError):
-            raise RequestError(400, f"malformed JSON ({strict_error}); expected a JSON object "
-                               'such as {"instances": [[...], ...]}') from None
-
-
-def _to_array(value: Any, info: TensorInfo) -> np.ndarray:
-    def expected() -> str:      # only built for an error message
-        return f"{info.dtype.name} numbers in shape {info.shape_text()}"
-
-    try:
-        raw = np.array(value)
-    except ValueError:
-        raise RequestError(400, f"input '{info.name}' is ragged (rows of different lengths); "
-                           f"expected {expected()}") from None
-    if raw.size and raw.dtype.kind not in "iuf":
-        kind = {"U": "strings", "S": "strings", "b": "booleans", "O": "nulls or mixed values"}
-        raise RequestError(400, f"input '{info.name}' holds {kind.get(raw.dtype.kind, raw.dtype)}; "
-                           f"expected {expected()}")
-    if raw.ndim != len(info.shape) or any(
-            want is not None and got != want for got, want in zip(raw.shape, info.shape)):
-        hint = (" (wrap a single instance in a list)"
-                if raw.ndim == len(info.shape) - 1 else "")
-        raise RequestError(400, f"input '{info.name}' has shape {list(raw.shape)}; "
-                           f"expected {info.shape_text()} (N = batch size){hint}")
-    arr = raw.astype(info.dtype, copy=False)
-    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
-        raise RequestError(400, f"input '{info.name}' holds NaN or infinite values; "
-                           f"expected finite {expected()}")
-    return arr
-
-
-def parse_predict_request(doc: Any, sig: Signature) -> tuple[dict[str, np.ndarray], str]:
-    """Turn a TF Serving predict body into named arrays; returns (arrays, "row"|"columnar")."""
-    names = list(sig.inputs)
-    what = 'a JSON object with "instances" (row format) or "inputs" (columnar format)'
-    if not isinstance(doc, dict):
-        raise RequestError(400, f"the request body is a JSON {type(doc).__name__}; expected {what}")
-    if ("instances" in doc) == ("inputs" in doc):
-        raise RequestError(400, f"expected {what}, exactly one of them; got keys {sorted(doc)}")
-    if "instances" in doc:
-        fmt, rows = "row", doc["instances"]
-        if not isinstance(rows, list):
-            raise RequestError(400, '"instances" must be a list of instances')
-        if not rows:
-            raise RequestError(400, "empty batch: \"instances\" holds no instance; "
-                               "expected at least one")
-        if all(isinstance(r, dict) for r in rows):
-            values = {}
-            for name in names:
-                missing = [i for i, r in enumerate(rows) if name not in r]
-                if missing:
-                    raise RequestError(400, f"instance {missing[0]} has no input '{name}'; "
-                                       f"expected objects with keys {names}")
-                values[name] = [r[name] for r in rows]
-            extra = sorted({k for r in rows for k in r} - set(names))
-        elif any(isinstance(r, dict) for r in rows):
-            raise RequestError(400, "instances mix objects and plain values; use one form")
-        else:
-            if len(names) != 1:
-                raise RequestError(400, f"the signature has several inputs {names}; expected "
-                                   "each instance as an object keyed by input name")
-            values, extra = {names[0]: rows}, []
-    else:
-        fmt, cols = "columnar", doc["inputs"]
-        if isinstance(cols, dict):
-            missing = [n for n in names if n not in cols]
-            if missing:
-                raise RequestError(400, f'"inputs" has no input {missing[0]!r}; expected keys {names}')
-            values, extra = {n: cols[n] for n in names}, sorted(set(cols) - set(names))
-        else:
-            if len(names) != 1:
-                raise RequestError(400, f'the signature has several inputs {names}; expected '
-                                   '"inputs" as an object keyed by input name')
-            values, extra = {names[0]: cols}, []
-    if extra:
-        raise RequestError(400, f"unknown input(s) {extra}; the signature's inputs are {names}")
-    arrays = {n: _to_array(v, sig.inputs[n]) for n, v in values.items()}
-    sizes = {a.shape[0] if a.ndim else None for a in arrays.values()}
-    if 0 in sizes:
-        raise RequestError(400, "empty batch: the inputs hold no instance; expected at least one")
-    if len(sizes) > 1:
-        raise RequestError(400, f"inputs disagree on the batch size: {sorted(sizes)}")
-    return arrays, fmt
-
-
-def decode_predict_request(model: "LoadedModel", body: bytes
-                           ) -> tuple[Signature, dict[str, np.ndarray], str]:
-    """A TF Serving predict body -> (signature, named arrays, "row"|"columnar");
-    raises RequestError."""
-    doc = _loads(body)
-    sig = model.signature(doc.get("signature_name") if isinstance(doc, dict) else None)
-    arrays, fmt = parse_predict_request(doc, sig)
-    return sig, arrays, fmt
-
-
-def _error_body(e: BaseException) -> tuple[int, bytes]:
-    if isinstance(e, RequestError):
-        return e.status, orjson.dumps({"error": e.message})
-    log.error("prediction failed: %s: %s", type(e).__name__, e)
-    return 500, orjson.dumps({"error": f"prediction failed: {type(e).__name__}: {e}"})
-
-
-def encode_predictions(outputs: dict[str, np.ndarray], fmt: str) -> bytes:
-    """TF Serving's response: row format lists one entry per instance (an object when the
-    signature has several outputs); columnar maps output name -> batch."""
-    opt = orjson.OPT_SERIALIZE_NUMPY
-    if fmt == "columnar":
-        body = next(iter(outputs.values())) if len(outputs) == 1 else outputs
-        return orjson.dumps({"outputs": body}, option=opt)
-    if len(outputs) == 1:
-        return orjson.dumps({"predictions": next(iter(outputs.values()))}, option=opt)
-    cols = {k: (v.tolist() if v.ndim == 1 else np.ascontiguousarray(v)) for k, v in outputs.items()}
-    n = len(next(iter(outputs.values())))
-    rows = [{k: c[i] for k, c in cols.items()} for i in range(n)]
-    return orjson.dumps({"predictions": rows}, option=opt)
-
-
-# ------------------------------------------------------------------ inference.py handlers
-
-class TfsResponse:
-    """What ``output_handler`` receives: the parts of ``requests.Response`` it may use."""
-
-    def __init__(self, status_code: int, content: bytes):
-        self.status_code = status_code
-        self.content = content
-        self.headers = {"Content-Type": JSON}
-
-    @property
-    def text(self) -> str:
-        return self.content.decode("utf-8")
-
-    def json(self) -> Any:
-        return json.loads(self.content)
-
-
-def load_inference_handlers(source: Any) -> SimpleNamespace:
-    """Handlers from a path to ``inference.py`` or any object with the handler functions."""
-    if isinstance(source, (str, Path)):
-        path = Path(source)
-        spec = importlib.util.spec_from_file_location(f"inference_{uuid.uuid4().hex[:8]}", path)
-        module = importlib.util.module_from_spec(spec)
-        try:
-            spec.loader.exec_module(module)
-        except Exception as e:
-            raise HarnessError(f"cannot import the inference handlers ({type(e).__name__}: {e})",
-                               file=str(path)) from None
-        source, where = module, str(path)
-    else:
-        where = getattr(source, "__file__", None) or repr(source)
-    handler = getattr(source, "handler", None)
-    inp, out = getattr(source, "input_handler", None), getattr(source, "output_handler", None)
-    if handler is None and (inp is None or out is None):
-        raise HarnessError("handlers are not implemented correctly", file=where,
-                           expected="a handler(data, context) function, or both "
-                           "input_handler(data, context) and output_handler(response, context)")
-    return SimpleNamespace(handler=handler, input_handler=inp, output_handler=out, source=where)
 
 
 # ------------------------------------------------------------------------------ server
@@ -660,7 +390,7 @@ class ModelServer:
                 return 200, encode_predictions(outputs, fmt)
             return 200, await self._run(encode_predictions, outputs, fmt)
         except Exception as e:
-            return _error_body(e)
+            return error_body(e)
 
     def _capture(self, body: bytes, request_type: str | None, status: int, payload: bytes,
                  response_type: str) -> None:
@@ -724,7 +454,7 @@ class ModelServer:
             sig, arrays, fmt = decode_predict_request(model, body)
             return 200, encode_predictions(sig(arrays), fmt)
         except Exception as e:
-            return _error_body(e)
+            return error_body(e)
 
     def _predict_from_thread(self, model: LoadedModel, body: bytes) -> tuple[int, bytes]:
         """``_predict`` (batched) for a handler thread; never raises."""
@@ -734,38 +464,12 @@ class ModelServer:
 
     def _invoke_handlers(self, model: LoadedModel, body: bytes, headers: dict
                          ) -> tuple[int, bytes, str]:
-        h = self.handlers
         context = Context(self.model_name, str(model.version), "predict",
                           f"{self.url}/v1/models/{self.model_name}:predict", None, None,
                           headers[CUSTOM_ATTRIBUTES_HEADER],
                           headers["Content-Type"] or JSON, headers["Accept"] or JSON, len(body))
-        response = None
-        try:
-            if h.handler is not None:
-                result = h.handler(io.BytesIO(body), context)
-            else:
-                tfs_body = h.input_handler(io.BytesIO(body), context)
-                if isinstance(tfs_body, str):
-                    tfs_body = tfs_body.encode("utf-8")
-                if not isinstance(tfs_body, (bytes, bytearray)):
-                    raise TypeError(f"input_handler returned {type(tfs_body).__name__}; expected "
-                                    "the TF Serving request body as str or bytes (json.dumps it)")
-                response = TfsResponse(*self._predict_from_thread(model, bytes(tfs_body)))
-                result = h.output_handler(response, context)
-            if not (isinstance(result, tuple) and len(result) == 2):
-                raise TypeError(f"the handler returned {type(result).__name__}; expected a "
-                                "(body, content_type) tuple")
-            out, ctype = result
-            return 200, out.encode("utf-8") if isinstance(out, str) else bytes(out), str(ctype)
-        except Exception as e:
-            # The SageMaker container answers 500 for any handler exception; locally we keep
-            # the status of a failed predict (or 400 for a ValueError) so the cause is clear.
-            if response is not None and response.status_code >= 400:
-                status = response.status_code
-            else:
-                status = 400 if isinstance(e, ValueError) else 500
-            log.info("inference handler error (%d): %s", status, e)
-            return status, orjson.dumps({"error": str(e)}), JSON
+        return invoke_handlers(self.handlers, body, context,
+                               functools.partial(self._predict_from_thread, model))
 
 
 def _dir_stamp(path: Path) -> tuple:

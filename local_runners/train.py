@@ -9,17 +9,12 @@ job succeeds.
 """
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
-import runpy
-import sys
 import time
-import traceback
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from harness import uris
 from harness.archives import extract_archive, pack_directory
@@ -27,35 +22,9 @@ from harness.errors import DataError, HarnessError, StepFailed
 from harness.metrics import MetricParser
 from harness.stages import StageContext, StageRunner
 from harness.storage import atomic_dir
+from local_runners.script_process import ScriptFailed, run_script
 
 HOST = "algo-1"
-
-
-class _LineTee(io.TextIOBase):
-    """A text stream that hands every complete line to a callback."""
-
-    def __init__(self, on_line: Callable[[str], None]):
-        self._on_line = on_line
-        self._buf = ""
-
-    def writable(self) -> bool:
-        return True
-
-    @property
-    def encoding(self) -> str:
-        return "utf-8"
-
-    def write(self, text: str) -> int:
-        self._buf += text
-        while "\n" in self._buf:
-            line, self._buf = self._buf.split("\n", 1)
-            self._on_line(line.rstrip("\r"))
-        return len(text)
-
-    def close_partial(self) -> None:
-        if self._buf:
-            line, self._buf = self._buf, ""
-            self._on_line(line)
 
 
 def _required(request: dict[str, Any], *path: str) -> Any:
@@ -65,7 +34,7 @@ def _required(request: dict[str, Any], *path: str) -> Any:
             raise HarnessError("the training request lacks a required field",
                                field=".".join(path[: i + 1]),
                                expected="a SageMaker CreateTrainingJob request "
-                               "(harness.requests.training_request)")
+                               "(harness.steps.TrainingStep)")
         node = node[key]
     return node
 
@@ -76,38 +45,6 @@ def _hp_value(text: str) -> Any:
         return json.loads(text)
     except (TypeError, ValueError):
         return text
-
-
-@contextlib.contextmanager
-def _script_process_state(env: dict[str, str], argv: list[str], source: Path, cwd: Path
-                          ) -> Iterator[None]:
-    """Environment, argv, sys.path, cwd and shadowed modules for the script; all restored."""
-    saved_env = dict(os.environ)
-    saved_argv, saved_path, saved_cwd = list(sys.argv), list(sys.path), os.getcwd()
-    # Top-level modules of the source dir (train, data, network) must not resolve to a
-    # module of the same name already imported, nor stay imported afterwards.
-    local_names = {p.stem for p in source.glob("*.py")} | {p.name for p in source.iterdir()
-                                                            if (p / "__init__.py").exists()}
-    shadowed = {n: m for n, m in sys.modules.items() if n.split(".")[0] in local_names}
-    for name in shadowed:
-        del sys.modules[name]
-    os.environ.update(env)
-    sys.argv = argv
-    sys.path.insert(0, str(source))
-    os.chdir(cwd)
-    try:
-        yield
-    finally:
-        os.chdir(saved_cwd)
-        sys.argv, sys.path[:] = saved_argv, saved_path
-        for key in set(os.environ) - set(saved_env):
-            del os.environ[key]
-        for key, value in saved_env.items():
-            if os.environ.get(key) != value:
-                os.environ[key] = value
-        for name in [n for n in sys.modules if n.split(".")[0] in local_names]:
-            del sys.modules[name]
-        sys.modules.update(shadowed)
 
 
 def _iso(ts: float) -> str:
@@ -246,8 +183,6 @@ class LocalTrainingRunner(StageRunner):
     @staticmethod
     def _execute(name: str, source: Path, program: str, env: dict[str, str], argv: list[str],
                  parser: MetricParser, epochs: int | None, ctx: StageContext) -> None:
-        stderr_tail: list[str] = []
-
         with ctx.progress.task("train", total=epochs) as task:
             def on_line(line: str) -> None:
                 ctx.log.info("%s", line)
@@ -258,27 +193,15 @@ class LocalTrainingRunner(StageRunner):
                     if val is not None:
                         task.update(description=f"  train  val_accuracy={val:.4f}")
 
-            def on_err(line: str) -> None:
-                if line.strip():
-                    stderr_tail[:] = (stderr_tail + [line])[-5:]
-                on_line(line)
-
-            out, err = _LineTee(on_line), _LineTee(on_err)
             try:
-                with _script_process_state(env, argv, source, source), \
-                        contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-                    runpy.run_path(str(source / program), run_name="__main__")
-            except SystemExit as e:
-                if e.code not in (None, 0):
-                    detail = (e.code if isinstance(e.code, str)
-                              else stderr_tail[-1] if stderr_tail else f"exit code {e.code}")
-                    raise StepFailed("train", f"training job {name} failed: {detail}",
-                                     hint=f"exit code {e.code}; the step log has the full "
-                                     "output") from None
-            except Exception as e:  # the script's own error, reported like SageMaker does
-                ctx.log.error("%s", traceback.format_exc())
+                run_script(source / program, argv, env, source=source, cwd=source,
+                           on_stdout=on_line, on_stderr=on_line)
+            except ScriptFailed as e:
+                if e.error is None:
+                    raise StepFailed("train", f"training job {name} failed: {e.detail}",
+                                     hint=f"exit code {e.exit_code}; the step log has the "
+                                     "full output") from None
+                # the script's own error, reported like SageMaker does
+                ctx.log.error("%s", e.traceback)
                 raise StepFailed("train", f"training job {name} failed: "
-                                 f"{type(e).__name__}: {e}") from e
-            finally:
-                out.close_partial()
-                err.close_partial()
+                                 f"{e.detail}") from e.error

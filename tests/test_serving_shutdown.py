@@ -121,19 +121,24 @@ def test_stop_closes_idle_keep_alive_connections_and_is_idempotent(model_dir):
 # prints "queued" for each request handed to the batcher and "entered" when the model is
 # called, and the call waits for a line on stdin. Everything else is main() unchanged.
 GATED_MAIN = textwrap.dedent("""
+    import os
     import sys
     import local_runners.serve_batching as sb
     from local_runners import model_server
 
     real_call, real_submit = sb._call_batch, sb.MicroBatcher.submit
 
+    def say(line):  # one write(2) per line: lines from two threads never interleave
+        sys.stdout.flush()
+        os.write(1, (line + "\\n").encode())
+
     def gated_call(batch):
-        print("entered", len(batch), flush=True)
+        say(f"entered {len(batch)}")
         sys.stdin.readline()
         return real_call(batch)
 
     async def announcing_submit(self, *args, **kw):
-        print("queued", flush=True)
+        say("queued")
         return await real_submit(self, *args, **kw)
 
     sb._call_batch, sb.MicroBatcher.submit = gated_call, announcing_submit

@@ -5,25 +5,26 @@ the work, on the emulated S3.
 in this process). Each new run reports ``RUNNING`` while a worker thread:
 
 1. downloads the job's script (``Command.ScriptLocation``) and the run's ``--raw_uri``
-   prefix from the emulated S3 into a temporary directory,
+   prefix from the emulated S3 into a temporary directory (``cloud_runners.s3_staging``:
+   one per job run),
 2. runs ``local_runners.etl.LocalEtlRunner`` on the very ``StartJobRun`` request (the
    job's ``DefaultArguments`` merged the way Glue merges them), with the S3 URIs turned
    into ``file://`` URIs of that directory,
 3. uploads the Parquet output to the run's ``--output_uri`` prefix,
 
-then reports ``SUCCEEDED``, or ``FAILED`` with the runner's error as ``ErrorMessage``.
-Training (``CreateTrainingJob`` -> ``local_runners.train``) is not bridged yet.
+then reports ``SUCCEEDED``, or ``FAILED`` with the runner's error (naming the S3
+locations, not the temporary directory) as ``ErrorMessage``.
 """
 from __future__ import annotations
 
 import logging
-import tempfile
 import threading
 import time
 import traceback
 from pathlib import Path
 from typing import Any, Callable
 
+from cloud_runners.s3_staging import S3Staging, error_text
 from harness import uris
 from harness.config import PipelineConfig
 from harness.errors import HarnessError
@@ -55,12 +56,9 @@ class Bridge:
                                 + "; ".join(problems))
 
 
-def runner_error(e: BaseException, local_to_s3: list[tuple[str, str]]) -> str:
+def runner_error(e: BaseException, staging: S3Staging | None) -> str:
     """The runner's error as AWS would report it: naming S3 locations, not temp paths."""
-    message = e.message if isinstance(e, HarnessError) else f"{type(e).__name__}: {e}"
-    for local, remote in local_to_s3:
-        message = message.replace(local, remote)
-    return message
+    return staging.error_message(e) if staging is not None else error_text(e)
 
 
 class GlueBridge(Bridge):
@@ -122,35 +120,37 @@ class GlueBridge(Bridge):
     # -- one job run --------------------------------------------------------------------------
 
     def _run(self, job: Any, run: Any) -> None:
+        # One staging area per job run: runs of the same job execute on separate threads.
+        staging: S3Staging | None = None
         try:
-            with tempfile.TemporaryDirectory(prefix="mlharness-glue-",
-                                             dir=self.workdir) as tmp:
-                self._execute(job, run, Path(tmp))
+            staging = S3Staging(self._emulator.client("s3"), prefix="mlharness-glue-",
+                                dir=self.workdir)
+            with staging:
+                self._execute(job, run, staging)
         except Exception as e:
             LOG.error("Glue job run %s failed:\n%s", run.job_run_id, traceback.format_exc())
-            run.bridge_error = runner_error(e, getattr(self, "_local_to_s3", []))
+            run.bridge_error = runner_error(e, staging)
             run.completed_on = run.modified_on = utcnow()
             run.bridge_state = "FAILED"
         else:
             run.completed_on = run.modified_on = utcnow()
             run.bridge_state = "SUCCEEDED"
 
-    def _execute(self, job: Any, run: Any, tmp: Path) -> None:
-        from cloud_runners import aws
+    def _execute(self, job: Any, run: Any, staging: S3Staging) -> None:
         from local_runners.etl import LocalEtlRunner
 
-        s3 = self._emulator.client("s3")
         arguments = dict(run.arguments or {})  # moto merged DefaultArguments already
         script_uri = (job.command or {}).get("ScriptLocation", "")
-        script = aws.download_file(s3, script_uri, tmp / "code" / script_uri.rsplit("/", 1)[-1])
+        # Errors name the S3 locations, as on AWS, not the staging folder.
+        script = staging.download(script_uri, f"code/{script_uri.rsplit('/', 1)[-1]}",
+                                  kind="object")
         raw_uri, output_uri = arguments.get("--raw_uri"), arguments.get("--output_uri")
         if not raw_uri or not output_uri:
             raise HarnessError("the job run lacks --raw_uri or --output_uri",
                                field="Arguments", expected="s3:// URIs")
-        raw_dir = aws.download_prefix(s3, raw_uri, tmp / "raw")
-        out_dir = tmp / "processed"
+        raw_dir = staging.download(raw_uri, "raw", kind="prefix")
         local_args = {**arguments, "--raw_uri": uris.file_uri(raw_dir),
-                      "--output_uri": uris.file_uri(out_dir)}
+                      "--output_uri": staging.local_uri("processed", output_uri)}
         ctx = StageContext(
             run_id=run.job_run_id, step="etl", config=self.cfg,
             log=logging.getLogger(f"mlharness.emulator.glue.{job.name}"),
@@ -158,13 +158,10 @@ class GlueBridge(Bridge):
             glue_jobs={job.name: {"Name": job.name,
                                   "Command": {**(job.command or {}),
                                               "ScriptLocation": uris.file_uri(script)}}})
-        # Errors name the S3 locations, as on AWS, not this temporary directory.
-        self._local_to_s3 = [(uris.file_uri(raw_dir), raw_uri), (str(raw_dir), raw_uri),
-                             (uris.file_uri(script), script_uri), (str(script), script_uri)]
         t0 = time.monotonic()
         LocalEtlRunner().run({"JobName": job.name, "Arguments": local_args}, ctx)
         run.execution_time = int(round(time.monotonic() - t0))
-        aws.upload_dir(s3, out_dir, output_uri)
+        staging.upload(staging.path("processed"), output_uri)
 
 
 def utcnow():

@@ -9,7 +9,7 @@ process), both undone by the function it returns:
   ``EndpointStatus`` ``Creating`` at once, while a worker thread downloads the model's
   ``PrimaryContainer.ModelDataUrl`` (``model.tar.gz``) from the emulated S3, unpacks it
   and starts ``local_runners.model_server.ModelServer`` on 127.0.0.1 and a free port,
-  with the options ``local_runners.deploy`` derives from the container's environment
+  with the options ``local_runners.endpoint`` derives from the container's environment
   (``SAGEMAKER_TFS_DEFAULT_MODEL_NAME``, batching); then ``InService``, or ``Failed``
   with the error as ``FailureReason``.
   ``SageMakerModelBackend.delete_endpoint`` is wrapped too: it stops that server.
@@ -31,14 +31,14 @@ import http.client
 import json
 import logging
 import shutil
-import tempfile
 import threading
 import traceback
 from pathlib import Path
 from typing import Any, Callable
 
 from cloud_runners.emulator.moto_gaps import check_fingerprints, resolve_attr
-from cloud_runners.emulator.bridge import Bridge, utcnow
+from cloud_runners.emulator.bridge import Bridge, runner_error, utcnow
+from cloud_runners.s3_staging import OBJECT, S3Staging
 from harness.config import PipelineConfig
 from harness.errors import HarnessError
 
@@ -203,32 +203,34 @@ class HostingBridge(Bridge):
         container["VariantName"] = variants[0].get("VariantName", "AllTraffic")
         return container
 
-    def _fail(self, hosted: _Hosted, e: BaseException) -> None:
+    def _fail(self, hosted: _Hosted, e: BaseException, staging: S3Staging | None = None
+              ) -> None:
         endpoint = hosted.endpoint
         LOG.error("endpoint %s failed:\n%s", endpoint.endpoint_name,
                   "".join(traceback.format_exception(e)))
-        message = e.message if isinstance(e, HarnessError) else f"{type(e).__name__}: {e}"
-        endpoint.failure_reason = message
+        endpoint.failure_reason = runner_error(e, staging)
         endpoint.last_modified_time = utcnow()
         endpoint.endpoint_status = "Failed"
 
     def _run(self, hosted: _Hosted, container: dict[str, Any]) -> None:
-        from cloud_runners import aws
-        from local_runners.deploy import extract_model_archive, serving_options
+        from local_runners.endpoint import extract_model_archive, serving_options
         from local_runners.model_server import ModelServer
 
         endpoint = hosted.endpoint
-        model_dir = Path(tempfile.mkdtemp(prefix=f"mlharness-endpoint-"
-                                                 f"{endpoint.endpoint_name[:40]}-",
-                                          dir=self.workdir))
-        hosted.model_dir = model_dir
+        staging: S3Staging | None = None
         try:
+            # The staging folder holds the unpacked model while the endpoint serves; it
+            # goes when the endpoint is deleted (_Hosted.stop).
+            staging = S3Staging(self._emulator.client("s3"),
+                                prefix=f"mlharness-endpoint-{endpoint.endpoint_name[:40]}-",
+                                dir=self.workdir)
+            hosted.model_dir = staging.root
             environment = container.get("Environment") or {}
             model_name = environment.get("SAGEMAKER_TFS_DEFAULT_MODEL_NAME") \
                 or self.cfg.deploy.model_name
-            s3 = self._emulator.client("s3")
-            archive = aws.download_file(s3, container["ModelDataUrl"],
-                                        model_dir.parent / f"{model_dir.name}.tar.gz")
+            archive = staging.download(container["ModelDataUrl"], "model.tar.gz",
+                                       kind=OBJECT)
+            model_dir = staging.path("model")
             try:
                 extract_model_archive(archive, model_dir)
             finally:
@@ -238,8 +240,9 @@ class HostingBridge(Bridge):
             server.start()
         except Exception as e:
             if not hosted.deleted:
-                self._fail(hosted, e)
-            shutil.rmtree(model_dir, ignore_errors=True)
+                self._fail(hosted, e, staging)
+            if staging is not None:
+                staging.cleanup()
             return
         with hosted.lock:
             if not hosted.deleted:
@@ -249,7 +252,7 @@ class HostingBridge(Bridge):
                 LOG.info("endpoint %s in service at %s", endpoint.endpoint_name, server.url)
                 return
         server.stop()  # deleted while it was starting
-        shutil.rmtree(model_dir, ignore_errors=True)
+        staging.cleanup()
 
     # -- InvokeEndpoint -----------------------------------------------------------------------
 

@@ -24,9 +24,18 @@ The gaps (reproduced in ``tests/test_emulator_moto_gaps.py``):
    ``StateTaskServiceSageMaker``: request-response for the optimised SageMaker actions,
    ``.sync`` for ``createTrainingJob`` (polls ``DescribeTrainingJob``; ``Completed`` is the
    output, ``Failed``/``Stopped`` fail the task with ``States.TaskFailed`` and the
-   describe response, ``FailureReason`` included, as the cause, as AWS does).
+   describe response, ``FailureReason`` included, as the cause, as AWS does), and the
+   same for ``createProcessingJob`` (polls ``DescribeProcessingJob``).
+4. ``aws-sdk:s3:getObject`` gives the botocore ``StreamingBody`` as ``Body``, so
+   ``States.StringToJson($.Body)`` fails (``'StreamingChecksumBody' object has no
+   attribute 'strip'``) and a task output holding it cannot be copied ("cannot pickle
+   '_io.BufferedReader' object"). AWS Step Functions gives the body as a string. Fixed by
+   ``EmulatorAwsSdk``: moto's aws-sdk task, whose response has every streaming body read
+   into a str, and every timestamp (``copyObject``'s ``CopyObjectResult.LastModified``,
+   which would make ``DescribeExecution`` fail as in gap 2) an ISO 8601 string, the form
+   AWS SDK integrations give.
 
-Both fixed services are handed out by a wrapper around
+The fixed services are handed out by a wrapper around
 ``state_task_factory.state_task_service_for`` (the name the ASL parser calls); every other
 service goes to moto's own factory.
 """
@@ -55,15 +64,24 @@ FINGERPRINTS = {
     f"{_SERVICE_PKG}.state_task_service_callback.StateTaskServiceCallback._eval_sync": "b8f76de4d5142da1",
     f"{_SERVICE_PKG}.state_task_service_glue.StateTaskServiceGlue._sync_to_start_job_run": "82d1956dae211d54",
     f"{_SERVICE_PKG}.state_task_service_factory.state_task_service_for": "a21a16afc5f63679",
+    # EmulatorAwsSdk relies on it pushing the call's response on env.stack, unconverted
+    f"{_SERVICE_PKG}.state_task_service_aws_sdk.StateTaskServiceAwsSdk._eval_service_task":
+        "e68dc9e06e6ae0ce",
 }
 
-_SAGEMAKER_SYNC_ACTIONS = {"create_training_job"}
+# ``.sync`` SageMaker actions: the describe call polled, its name field, its status field.
+_SAGEMAKER_SYNC = {
+    "create_training_job": ("describe_training_job", "TrainingJobName", "TrainingJobStatus"),
+    "create_processing_job": ("describe_processing_job", "ProcessingJobName",
+                              "ProcessingJobStatus"),
+}
+_SAGEMAKER_SYNC_ACTIONS = set(_SAGEMAKER_SYNC)
 # The optimised SageMaker integrations of AWS Step Functions (request-response).
 _SAGEMAKER_ACTIONS = {"create_endpoint", "create_endpoint_config", "create_hyper_parameter_tuning_job",
                       "create_labeling_job", "create_model", "create_processing_job",
                       "create_training_job", "create_transform_job", "update_endpoint"}
-_TRAINING_TERMINAL = {"Completed", "Failed", "Stopped"}
-_TRAINING_FAILED = {"Failed", "Stopped"}
+_JOB_TERMINAL = {"Completed", "Failed", "Stopped"}
+_JOB_FAILED = {"Failed", "Stopped"}
 
 
 class MotoGapsError(RuntimeError):
@@ -109,6 +127,26 @@ def _convert_response(parsed: Any, **_: Any) -> None:
         parsed.update(converted)
 
 
+def _read_streams(value: Any) -> Any:
+    """Every botocore streaming body in a response read into a str (UTF-8), every
+    timestamp an ISO 8601 string (``2026-12-01T06:13:51.000Z``): what AWS SDK
+    integrations of Step Functions give."""
+    from botocore.response import StreamingBody
+
+    if isinstance(value, StreamingBody):
+        return value.read().decode("utf-8", "replace")
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=dt.timezone.utc)
+        return value.astimezone(dt.timezone.utc).isoformat(timespec="milliseconds") \
+            .replace("+00:00", "Z")
+    if isinstance(value, dict):
+        return {k: _read_streams(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_read_streams(v) for v in value]
+    return value
+
+
 def _with_epoch_millis(client: Any) -> Any:
     client.meta.events.register("after-call.*.*", _convert_response)
     return client
@@ -144,6 +182,9 @@ def _build_classes() -> dict[str, type]:
         )
         from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_callback import (  # noqa: E501
             StateTaskServiceCallback,
+        )
+        from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_aws_sdk import (  # noqa: E501
+            StateTaskServiceAwsSdk,
         )
         from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_glue import (  # noqa: E501
             StateTaskServiceGlue,
@@ -228,20 +269,21 @@ def _build_classes() -> dict[str, type]:
 
             def _build_sync_resolver(self, env, resource_runtime_part, normalised_parameters,
                                      state_credentials) -> Callable[[], Any] | None:
-                if self._action() != "create_training_job":
+                if self._action() not in _SAGEMAKER_SYNC:
                     return super()._build_sync_resolver(env, resource_runtime_part,
                                                         normalised_parameters, state_credentials)
-                env.stack.pop()  # CreateTrainingJob's answer: {"TrainingJobArn"}
-                name = normalised_parameters["TrainingJobName"]
+                describe, name_field, status_field = _SAGEMAKER_SYNC[self._action()]
+                env.stack.pop()  # the Create* answer: {"TrainingJobArn"} / {"ProcessingJobArn"}
+                name = normalised_parameters[name_field]
                 client = self._client(resource_runtime_part, state_credentials)
 
                 def resolve() -> Any | None:
-                    job = client.describe_training_job(TrainingJobName=name)
+                    job = getattr(client, describe)(**{name_field: name})
                     job.pop("ResponseMetadata", None)
-                    status = job.get("TrainingJobStatus")
-                    if status not in _TRAINING_TERMINAL:
+                    status = job.get(status_field)
+                    if status not in _JOB_TERMINAL:
                         return None
-                    if status not in _TRAINING_FAILED:
+                    if status not in _JOB_FAILED:
                         return job
                     raise FailureEventException(FailureEvent(
                         env=env, error_name=StatesErrorName(typ=StatesErrorNameType.StatesTaskFailed),
@@ -254,7 +296,18 @@ def _build_classes() -> dict[str, type]:
 
                 return resolve
 
-        _classes.update(glue=EmulatorGlue, sagemaker=StateTaskServiceSageMaker)
+        class EmulatorAwsSdk(StateTaskServiceAwsSdk):
+            """moto's aws-sdk task; streaming bodies in the response are read into str
+            (``s3:getObject``'s ``Body``), as AWS Step Functions gives them."""
+
+            def _eval_service_task(self, env, resource_runtime_part, normalised_parameters,
+                                   state_credentials):
+                super()._eval_service_task(env, resource_runtime_part, normalised_parameters,
+                                           state_credentials)
+                env.stack.append(_read_streams(env.stack.pop()))
+
+        _classes.update({"glue": EmulatorGlue, "sagemaker": StateTaskServiceSageMaker,
+                         "aws-sdk": EmulatorAwsSdk})
         return _classes
 
 

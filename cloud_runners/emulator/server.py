@@ -11,6 +11,7 @@
 - ``stop()`` (or leaving the ``with`` block, also on an exception) shuts the server down,
   closes its socket, restores moto's config and ``MOTO_PORT`` and undoes the patches.
 - ``bridge``: a compute bridge (``bridge.GlueBridge``, ``training_bridge.TrainingBridge``,
+  ``processing_bridge.ProcessingBridge``,
   ``hosting_bridge.HostingBridge``) or a list of them; each is installed after the
   patches and uninstalled first.
 """

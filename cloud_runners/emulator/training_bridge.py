@@ -12,7 +12,8 @@ camel-cases ``__dict__``, ``None`` values left out) and sets those attributes it
   ``ModelArtifacts``/``FinalMetricDataList``/``TrainingEndTime`` yet, and the request's
   own ``AlgorithmSpecification`` back;
 - a worker thread downloads ``HyperParameters.sagemaker_submit_directory``
-  (``sourcedir.tar.gz``) and every input channel's S3 prefix into a temporary directory,
+  (``sourcedir.tar.gz``) and every input channel's S3 prefix into a temporary directory
+  (``cloud_runners.s3_staging``, one per job),
   runs ``local_runners.train.LocalTrainingRunner`` on the very request with only the URIs
   turned into ``file://`` URIs of that directory, and uploads ``model.tar.gz`` and
   ``output.tar.gz`` to ``<S3OutputPath>/<TrainingJobName>/output/`` (where SageMaker puts
@@ -33,14 +34,13 @@ import copy
 import datetime as dt
 import inspect
 import logging
-import tempfile
 import threading
 import traceback
-from pathlib import Path
 from typing import Any, Callable
 
 from cloud_runners.emulator.bridge import Bridge, runner_error, utcnow
 from cloud_runners.emulator.moto_gaps import check_fingerprints, resolve_attr
+from cloud_runners.s3_staging import OBJECT, PREFIX, S3Staging
 from harness import uris
 from harness.errors import HarnessError
 from harness.stages import StageContext
@@ -131,15 +131,16 @@ class TrainingBridge(Bridge):
     # -- one training job ---------------------------------------------------------------------
 
     def _run(self, job: Any, request: dict[str, Any]) -> None:
-        local_to_s3: list[tuple[str, str]] = []
+        staging: S3Staging | None = None
         try:
-            with tempfile.TemporaryDirectory(prefix="mlharness-training-",
-                                             dir=self.workdir) as tmp:
-                result = self._execute(job, request, Path(tmp), local_to_s3)
+            staging = S3Staging(self._emulator.client("s3"), prefix="mlharness-training-",
+                                dir=self.workdir)
+            with staging:
+                result = self._execute(job, request, staging)
         except Exception as e:
             LOG.error("training job %s failed:\n%s", job.training_job_name,
                       traceback.format_exc())
-            job.failure_reason = runner_error(e, local_to_s3)
+            job.failure_reason = runner_error(e, staging)
             job.training_end_time = job.last_modified_time = utcnow()
             job.secondary_status = "Failed"
             job.training_job_status = "Failed"
@@ -154,12 +155,10 @@ class TrainingBridge(Bridge):
             job.secondary_status = "Completed"
             job.training_job_status = "Completed"
 
-    def _execute(self, job: Any, request: dict[str, Any], tmp: Path,
-                 local_to_s3: list[tuple[str, str]]) -> dict[str, Any]:
-        from cloud_runners import aws
+    def _execute(self, job: Any, request: dict[str, Any], staging: S3Staging
+                 ) -> dict[str, Any]:
         from local_runners.train import LocalTrainingRunner
 
-        s3 = self._emulator.client("s3")
         name = request["TrainingJobName"]
         hps = dict(request.get("HyperParameters") or {})
         output_path = (request.get("OutputDataConfig") or {}).get("S3OutputPath")
@@ -167,24 +166,17 @@ class TrainingBridge(Bridge):
             raise HarnessError("the training job has no OutputDataConfig.S3OutputPath",
                                field="OutputDataConfig.S3OutputPath", expected="an s3:// URI")
 
-        def remember(local: Path, remote: str) -> str:
-            uri = uris.file_uri(local)
-            # Longest first, so a file:// URI is replaced before its bare path.
-            local_to_s3[:0] = [(uri, remote.rstrip("/")), (str(local), remote.rstrip("/"))]
-            return uri
-
         local = copy.deepcopy(request)
         job.secondary_status = "Downloading"
         submit = hps.get("sagemaker_submit_directory")
         if isinstance(submit, str) and submit.startswith("s3://"):
-            code = tmp / "code" / submit.rsplit("/", 1)[-1]
-            remember(code, submit)
-            if _object_exists(s3, submit):
-                aws.download_file(s3, submit, code)
+            # A missing package is left to the runner, which names it (as S3, here).
+            code = staging.download(submit, f"code/{submit.rsplit('/', 1)[-1]}",
+                                    kind=OBJECT, required=False)
             local["HyperParameters"]["sagemaker_submit_directory"] = uris.file_uri(code)
-        out_dir = tmp / "output"
+        out_uri = staging.local_uri("output", output_path)
+        out_dir = staging.path("output")
         out_dir.mkdir()
-        out_uri = remember(out_dir, output_path)
         local["OutputDataConfig"] = {**local["OutputDataConfig"], "S3OutputPath": out_uri}
         # Other hyperparameters naming the output location (model_dir) follow it.
         for key, value in hps.items():
@@ -197,10 +189,11 @@ class TrainingBridge(Bridge):
                 remote = source["S3Uri"]
             except (KeyError, TypeError):
                 continue  # the runner names the malformed channel
-            target = tmp / "data" / f"{i}-{channel.get('ChannelName', 'channel')}"
-            source["S3Uri"] = remember(target, remote)
-            if aws.list_keys(s3, remote):
-                aws.download_prefix(s3, remote, target)
+            # An empty prefix is left out: the runner reports "no data for channel".
+            cname = channel.get("ChannelName", "channel")
+            target = staging.download(remote, f"data/{i}-{cname}", kind=PREFIX,
+                                      required=False)
+            source["S3Uri"] = uris.file_uri(target)
 
         ctx = StageContext(run_id=name, step="train", config=self.cfg,
                            log=logging.getLogger(f"mlharness.emulator.training.{name}"),
@@ -212,14 +205,6 @@ class TrainingBridge(Bridge):
         job_out = out_dir / name / "output"
         remote_out = uris.join(output_path, name, "output")
         for archive in ("model.tar.gz", "output.tar.gz"):
-            aws.upload_file(s3, job_out / archive, uris.join(remote_out, archive))
+            staging.upload(job_out / archive, uris.join(remote_out, archive))
         result["ModelArtifacts"] = {"S3ModelArtifacts": uris.join(remote_out, "model.tar.gz")}
         return result
-
-
-def _object_exists(s3: Any, uri: str) -> bool:
-    from cloud_runners import aws
-
-    bucket, key = aws.split_s3(uri)
-    answer = s3.list_objects_v2(Bucket=bucket, Prefix=key, MaxKeys=1)
-    return any(o["Key"] == key for o in answer.get("Contents", []))

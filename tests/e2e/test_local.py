@@ -15,7 +15,7 @@ from urllib.parse import urlparse
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "fixtures" / "mnist-sample"
 
 
@@ -37,35 +37,47 @@ def good_run(tmp_path_factory):
     return runs, run_id, proc
 
 
+STEPS = ["prepare", "etl", "train", "evaluate", "gate", "model", "endpoint-config",
+         "endpoint", "infer"]
+
+
 @pytest.mark.slow
 def test_local_run_end_to_end(good_run):
     runs, run_id, proc = good_run
     run_dir = runs / run_id
     out = proc.stdout
     assert "DATA SOURCE" in out and "bundled" in out.lower()
-    assert run_id in out and "test accuracy" in out and "http://127.0.0.1:" in out
+    assert run_id in out and "metrics.accuracy" in out and "http://127.0.0.1:" in out
 
     record = json.loads((run_dir / "record.json").read_text())
-    assert record["status"] == "SUCCEEDED"
-    assert [s["status"] for s in record["steps"]] == ["SUCCEEDED"] * 6
+    assert record["status"] == "SUCCEEDED" and record["workflow"] == "mnist"
+    assert [s["name"] for s in record["steps"]] == STEPS
+    assert [s["status"] for s in record["steps"]] == ["SUCCEEDED"] * len(STEPS)
 
     summary = json.loads((run_dir / "summary.json").read_text())
-    assert summary["test_accuracy"] >= 0.95
-    assert summary["endpoint_accuracy"] == summary["test_accuracy"]
-    assert summary["counts"] == {"train": 4000, "validation": 500, "test": 500}
+    facts = {s["name"]: s["facts"] for s in summary["steps"]}
+    accuracy = summary["metrics"]["metrics.accuracy"]
+    assert accuracy >= 0.95
+    assert summary["metrics"]["endpoint accuracy"] == accuracy
+    assert facts["prepare"]["examples"] == "train 4000, validation 500, test 500"
 
     # the model artifact is what SageMaker would produce and TF Serving would load
-    with tarfile.open(local(summary["artifacts"]["model"])) as tar:
+    with tarfile.open(local(facts["train"]["model"])) as tar:
         names = tar.getnames()
     assert any(n.endswith("saved_model.pb") and n.split("/")[-2].isdigit() for n in names)
-    evaluation = json.loads(local(summary["artifacts"]["evaluation"]).read_text())
-    matrix = evaluation["ConfusionMatrix"]
+    # the evaluation processing job wrote evaluation.json where the gate read it
+    evaluation_dir = local(facts["evaluate"]["evaluation"])
+    evaluation = json.loads((evaluation_dir / "evaluation.json").read_text())
+    matrix = evaluation["confusion_matrix"]
     assert sum(map(sum, matrix)) == 500
-    assert sum(matrix[i][i] for i in range(10)) / 500 == pytest.approx(summary["test_accuracy"])
-    assert (local(summary["artifacts"]["evaluation"]).parent / "confusion_matrix.png").exists()
+    assert sum(matrix[i][i] for i in range(10)) / 500 == pytest.approx(accuracy)
+    assert (evaluation_dir / "confusion_matrix.png").exists()
+    gate_input = json.loads((run_dir / "steps/gate/input.json").read_text())
+    assert local(gate_input["Uri"]) == evaluation_dir / "evaluation.json"
 
     # the training request's metric regexes found the script's metric lines
-    assert {"train:loss", "validation:accuracy", "test:accuracy"} <= set(summary["final_metrics"])
+    assert {"train:loss", "validation:accuracy", "test:accuracy"} <= set(facts["train"])
+    assert (run_dir / "graph.mmd").exists()
 
     # the endpoint was stopped at the end of the run: its port no longer answers
     port = urlparse(summary["endpoint_url"]).port
@@ -148,24 +160,34 @@ def test_resume_with_impossible_gate_deploys_nothing_and_keeps_the_earlier_run(g
     runs, run_id, _ = good_run
     before = {p: p.stat().st_mtime_ns for p in (runs / run_id).rglob("*")}
     proc = harness("run", "--runs-dir", str(runs), "--resume", run_id, "--from", "evaluate",
-                   "--set", "evaluate.threshold=1.0")
+                   "--set", "evaluate.metric=macro_recall", "--set", "evaluate.threshold=1.0")
     assert proc.returncode == 1
     text = " ".join(proc.stdout.split())
-    assert "model below threshold: accuracy = 0.98" in text and "threshold 1.0000" in text
-    assert "nothing was deployed" in text and "--from train" in text
+    assert "metrics.macro_recall = 0.9" in text and "does not meet the gate" in text
+    assert "(required >= 1.0)" in text and "--from train" in text
     (new,) = [p for p in runs.iterdir() if p.name != run_id]
     record = json.loads((new / "record.json").read_text())
-    assert record["resumed_from"] == run_id and record["failed_step"] == "evaluate"
-    assert [s["status"] for s in record["steps"]] == ["REUSED"] * 3 + ["SUCCEEDED"] + ["PENDING"] * 2
-    assert not (new / "steps" / "deploy").exists()
+    assert record["resumed_from"] == run_id and record["failed_step"] == "gate"
+    assert [s["status"] for s in record["steps"]] == \
+        ["REUSED"] * 3 + ["SUCCEEDED", "FAILED"] + ["PENDING"] * 4
+    assert not (new / "steps" / "model").exists()
+    # the reused steps' data is in the new run (linked), the earlier run is untouched
+    assert (new / "data" / "processed" / "test").is_dir()
+    assert (new / "evaluation" / "evaluation.json").exists()
     assert {p: p.stat().st_mtime_ns for p in (runs / run_id).rglob("*")} == before
 
 
 def test_local_path_never_imports_boto3():
     code = ("import sys, harness.cli, harness.executor\n"
-            "from harness.backends import RUNNERS, runner_for\n"
-            "[runner_for(b, k) for b, k in RUNNERS if b == 'local']\n"
-            "print('boto3' in sys.modules, 'botocore' in sys.modules)")
+            "from harness.backends import backend_for, load\n"
+            "from harness.config import load_config\n"
+            "from harness.workflow import load_workflow\n"
+            "cfg = load_config()\n"
+            "wf = load_workflow(cfg.pipeline, cfg)\n"
+            "backend_for('local')\n"
+            "[load(s.local_runner) for s in wf.steps]\n"
+            "wf.definition()\n"
+            "print('boto3' in sys.modules, 'botocore' in sys.modules, 'moto' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["False", "False"]
+    assert out.stdout.split() == ["False", "False", "False"]

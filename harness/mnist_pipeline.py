@@ -1,0 +1,108 @@
+"""The default pipeline (``make local-run``): MNIST from raw digits to a served model.
+
+Written with the pipeline API like any user's pipeline; ``pipeline.yaml`` feeds its
+parameters. Nothing else in the tree knows these steps.
+
+    prepare (client)  obtain MNIST, split it, raw Parquet (uploaded to S3 in the cloud)
+    etl               Glue job: glue_etl/mnist_etl.py normalises the pixels (Spark)
+    train             SageMaker TensorFlow training job: model/train.py (script mode)
+    evaluate          SageMaker Processing job: model/evaluate.py -> evaluation.json
+    gate              continue only if evaluation.json's metric meets the threshold
+    model, endpoint-config, endpoint    SageMaker hosting
+    infer (client)    the test split through the endpoint, equal to the evaluation
+"""
+from __future__ import annotations
+
+from harness.config import PROJECT_ROOT, PipelineConfig
+from harness.steps import (
+    EndpointConfigStep,
+    EndpointStep,
+    Gate,
+    GlueStartJobRunStep,
+    InferenceStep,
+    ModelStep,
+    PrepareDataStep,
+    ProcessingInput,
+    ProcessingOutput,
+    ProcessingStep,
+    TrainingStep,
+    serving_environment,
+)
+from harness.workflow import Workflow, run_path
+
+SPLITS = ("train", "validation", "test")
+CONTAINER = "/opt/ml/processing"
+
+
+def build(cfg: PipelineConfig) -> Workflow:
+    d, e, t, v, h = cfg.data, cfg.etl, cfg.train, cfg.evaluate, cfg.deploy
+    raw, processed = run_path("data", "raw"), run_path("data", "processed")
+
+    prepare = PrepareDataStep(
+        "prepare", output_uri=raw, source=d.source, seed=d.seed,
+        validation_fraction=d.validation_fraction, test_fraction=d.test_fraction,
+        cache_dir=d.cache_dir, mirrors=d.download_mirrors,
+        download_timeout_s=d.download_timeout_s)
+    shape = {"image_height": prepare.output()["ImageHeight"],
+             "image_width": prepare.output()["ImageWidth"],
+             "num_classes": prepare.output()["NumClasses"]}
+
+    etl = GlueStartJobRunStep(
+        "etl", job_name=e.job_name, script=PROJECT_ROOT / e.script,
+        glue_version=e.glue_version, worker_type=e.worker_type,
+        number_of_workers=e.number_of_workers,
+        default_arguments={"--conf": f"spark.sql.shuffle.partitions={e.shuffle_partitions}"},
+        arguments={"--raw_uri": raw, "--output_uri": processed,
+                   **{f"--{k}": value for k, value in shape.items()}},
+        comment="the glue_etl script normalises the raw data")
+
+    train = TrainingStep(
+        "train", job_name=t.job_name, source_dir=PROJECT_ROOT / t.source_dir,
+        entry_point=t.entry_point, output_path=run_path("training"),
+        inputs={split: f"{processed}/{split}" for split in SPLITS},
+        hyperparameters={**t.hyperparameters, **shape},
+        metric_definitions=t.metric_definitions, instance_type=t.instance_type,
+        instance_count=t.instance_count, volume_size_gb=t.volume_size_gb,
+        max_runtime_s=t.max_runtime_s, framework_version=t.framework_version,
+        py_version=t.py_version)
+    model_data = train.output()["ModelArtifacts"]["S3ModelArtifacts"]
+
+    evaluate = ProcessingStep(
+        "evaluate", job_name=v.job_name, code="evaluate.py",
+        source_dir=PROJECT_ROOT / t.source_dir,
+        inputs=[ProcessingInput(model_data, f"{CONTAINER}/input/model", "model"),
+                ProcessingInput(f"{processed}/test", f"{CONTAINER}/input/test", "test")],
+        outputs=[ProcessingOutput(f"{CONTAINER}/evaluation", run_path("evaluation"),
+                                  "evaluation")],
+        arguments=["--model", f"{CONTAINER}/input/model", "--test", f"{CONTAINER}/input/test",
+                   "--output", f"{CONTAINER}/evaluation"],
+        instance_type=v.instance_type, framework_version=t.framework_version,
+        py_version=t.py_version, comment="model/evaluate.py on the test split")
+
+    gate = Gate("gate", json_uri=run_path("evaluation", "evaluation.json"),
+                metric=f"metrics.{v.metric}", threshold=v.threshold, direction=v.direction,
+                retry_from=train)
+
+    model = ModelStep(
+        "model", model_name=h.model_name, model_data=model_data,
+        environment=serving_environment(h.model_name, h.max_batch_size,
+                                        h.batch_timeout_micros),
+        framework_version=t.framework_version, instance_type=h.instance_type)
+    config = EndpointConfigStep(
+        "endpoint-config", endpoint_config_name=f"{h.model_name}-config",
+        model_name=model.model_name, initial_instance_count=h.initial_instance_count,
+        instance_type=h.instance_type, data_capture_percent=h.data_capture_percent,
+        data_capture_uri=run_path("capture"))
+    endpoint = EndpointStep(
+        "endpoint", endpoint_name=f"{h.model_name}-endpoint",
+        endpoint_config_name=config.endpoint_config_name)
+
+    infer = InferenceStep(
+        "infer", endpoint=endpoint, test_data_uri=f"{processed}/test",
+        output_uri=run_path("inference"), batch_size=cfg.infer.batch_size,
+        expected_accuracy=gate.output()["Body"]["metrics"]["accuracy"])
+
+    return Workflow("mnist", prepare >> etl >> train >> evaluate >> gate >> model >> config
+                    >> endpoint >> infer,
+                    comment="mlharness MNIST pipeline: Glue ETL -> SageMaker training -> "
+                    "evaluation -> gate -> model, endpoint config, endpoint")

@@ -1,0 +1,14 @@
+"""The step kinds a pipeline is written with (see ``harness.workflow``)."""
+from harness.steps.base import AFTER, BEFORE, MACHINE, BuildContext, Chain, CodeAsset, Step
+from harness.steps.data import PrepareDataStep
+from harness.steps.gate import Gate
+from harness.steps.glue import GlueStartJobRunStep
+from harness.steps.hosting import EndpointConfigStep, EndpointStep, ModelStep, serving_environment
+from harness.steps.inference import InferenceStep
+from harness.steps.processing import ProcessingInput, ProcessingOutput, ProcessingStep
+from harness.steps.training import TrainingStep
+
+__all__ = ["AFTER", "BEFORE", "MACHINE", "BuildContext", "Chain", "CodeAsset", "Step",
+           "PrepareDataStep", "Gate", "GlueStartJobRunStep", "EndpointConfigStep",
+           "EndpointStep", "ModelStep", "serving_environment", "InferenceStep",
+           "ProcessingInput", "ProcessingOutput", "ProcessingStep", "TrainingStep"]

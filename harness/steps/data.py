@@ -1,0 +1,56 @@
+"""``PrepareDataStep``: obtain an image dataset in IDX format (MNIST's) and split it.
+
+Runs on the client (``BEFORE`` the state machine): locally it writes the raw
+train/validation/test Parquet under ``output_uri``; on the cloud backends the same
+runner's output is uploaded to S3 (``cloud_runners.prepare``). Its output (the shape
+of the data, the counts) reaches later steps as ``step.output()["ImageHeight"]`` etc.:
+in the cloud through the execution input.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from harness.steps.base import BEFORE, BuildContext, Step
+
+
+class PrepareDataStep(Step):
+    kind = "prepare"
+    title = "obtain the dataset and split it"
+    placement = BEFORE
+    local_runner = "local_runners.prepare:LocalPrepareRunner"
+    cloud_runner = "cloud_runners.prepare:CloudPrepareRunner"
+
+    def __init__(self, state_id: str, *, output_uri: str, source: str = "auto",
+                 seed: int = 42, validation_fraction: float = 0.1,
+                 test_fraction: float = 0.1, cache_dir: str = "~/.cache/mlharness/mnist",
+                 mirrors: list[str] | None = None, download_timeout_s: float = 10.0,
+                 comment: str | None = None):
+        super().__init__(state_id, comment=comment)
+        self.output_uri = output_uri
+        self.source = source
+        self.seed = seed
+        self.validation_fraction = validation_fraction
+        self.test_fraction = test_fraction
+        self.cache_dir = cache_dir
+        self.mirrors = list(mirrors or [])
+        self.download_timeout_s = download_timeout_s
+
+    def request(self, ctx: BuildContext) -> dict[str, Any]:
+        return {
+            "Source": self.source,
+            "CacheDir": self.cache_dir,
+            "Mirrors": self.mirrors,
+            "DownloadTimeoutSeconds": self.download_timeout_s,
+            "Seed": self.seed,
+            "ValidationFraction": self.validation_fraction,
+            "TestFraction": self.test_fraction,
+            "OutputUri": self.output_uri,
+        }
+
+    def facts(self, output: dict[str, Any]) -> dict[str, Any]:
+        return {"data source": f"{output.get('Source')} ({output.get('SourceLocation')})",
+                "examples": ", ".join(f"{k} {v}" for k, v in (output.get("Counts") or {}).items()),
+                "raw data": output.get("RawUri")}
+
+    def creates(self, request: dict[str, Any]) -> list[tuple[str, str]]:
+        return [("S3 objects", f"raw splits under {request['OutputUri']}")]
