@@ -12,7 +12,7 @@ ARGS ?=
 help:
 	@echo "make local-run   run the whole pipeline offline (installs into .venv first)"
 	@echo "make test        run the test suite"
-	@echo "make e2e         the cloud pipeline end to end on the embedded AWS emulator"
+	@echo "make e2e         whole pipelines end to end: local, on the embedded AWS emulator"
 	@echo "make bench       benchmarks -> bench/results.json"
 	@echo "make bench-serve serving latency/throughput -> bench/serve_results.json"
 	@echo "make runs        list earlier runs"
@@ -42,7 +42,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q $(ARGS)
 
 e2e: $(STAMP)
-	$(BIN)/python -m pytest -q tests/test_emulator_*.py $(ARGS)
+	$(BIN)/python -m pytest -q tests/e2e $(ARGS)
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -m "not slow" $(ARGS)

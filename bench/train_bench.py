@@ -63,16 +63,21 @@ def _bare_fit(x, y, validation, hps: dict[str, Any]) -> float:
 
 def bench_train(hyperparameters: dict[str, Any] | None = None) -> dict[str, Any]:
     from harness import uris
-    from harness.archives import pack_source_dir
-    from harness.config import PipelineConfig
-    from harness.requests import Layout, Names, evaluate_request, training_request
+    from harness.config import load_config
+    from harness.local_setup import LocalImages, LocalSetup
+    from harness.placeholders import resolve
     from harness.stages import StageContext
-    from local_runners.evaluate import LocalEvaluateRunner
+    from harness.workflow import load_workflow
     from local_runners.train import LocalTrainingRunner
+    from model.evaluate import evaluate
 
-    cfg = PipelineConfig()
+    cfg = load_config()
     cfg.train.hyperparameters = {**cfg.train.hyperparameters, **(hyperparameters or {})}
     hps = cfg.train.hyperparameters
+    # The default pipeline's train step: the very CreateTrainingJob request a run sends.
+    wf = load_workflow(cfg.pipeline, cfg)
+    train_step = wf.step("train")
+    build = wf.build_context("local", LocalImages())
     x, y = _digits(SAMPLE / "train-images-idx3-ubyte.gz", SAMPLE / "train-labels-idx1-ubyte.gz")
     order = np.random.default_rng(cfg.data.seed).permutation(len(y))
     n_val = int(len(y) * cfg.data.validation_fraction)
@@ -84,10 +89,18 @@ def bench_train(hyperparameters: dict[str, Any] | None = None) -> dict[str, Any]
                               "train_examples": int(len(parts["train"]))}
 
     with tempfile.TemporaryDirectory(prefix="train-bench-") as tmp:
-        layout = Layout(uris.file_uri(tmp))
+        base = uris.file_uri(tmp)
+
+        def document(run_id: str) -> dict[str, Any]:
+            return {"RunId": run_id, "BaseUri": base,
+                    "Prepare": {**PREPARED, "RawUri": uris.join(base, "data", "raw")}}
+
+        # The processed splits where the train step's channels read them, the code where
+        # a run stages it (<base>/code/train/sourcedir.tar.gz).
+        channels = resolve(train_step.inputs, document("bench"), "train.inputs")
         for split, idx in parts.items():
-            _write_split(uris.local_path(layout.processed_split(split)), x[idx], y[idx])
-        pack_source_dir(ROOT / "model", uris.local_path(layout.sourcedir))
+            _write_split(uris.local_path(channels[split]), x[idx], y[idx])
+        LocalSetup(cfg).stage_code(train_step.code(), base)
         ctx = StageContext(run_id="bench", step="train", config=cfg, log=log)
         train_xy = x[parts["train"]], y[parts["train"]]
         val_xy = x[parts["validation"]], y[parts["validation"]]
@@ -97,13 +110,12 @@ def bench_train(hyperparameters: dict[str, Any] | None = None) -> dict[str, Any]
         bare_runs, runner_runs = [], []
         for attempt in range(2):
             bare_runs.append(_bare_fit(*train_xy, val_xy, hps))
-            names = Names(cfg, f"bench{attempt}")
+            request = resolve(train_step.request(build), document(f"bench{attempt}"), "train")
             start = time.perf_counter()
-            trained = LocalTrainingRunner().run(
-                training_request(cfg, layout, names, PREPARED, image="local"), ctx)
+            trained = LocalTrainingRunner().run(request, ctx)
             wall_s = time.perf_counter() - start
-            job_dir = uris.local_path(layout.training) / names.training_job
-            script = json.loads((job_dir / "output" / "data" / "metrics.json").read_text())
+            archive = uris.local_path(trained["ModelArtifacts"]["S3ModelArtifacts"])
+            script = json.loads((archive.parent / "data" / "metrics.json").read_text())
             runner_runs.append((script["fit_seconds"], wall_s, script, trained))
         bare_s = min(bare_runs)
         _, wall_s, script, trained = min(runner_runs, key=lambda r: r[0])
@@ -121,20 +133,22 @@ def bench_train(hyperparameters: dict[str, Any] | None = None) -> dict[str, Any]
             "final_metrics": {m["MetricName"]: m["Value"] for m in trained["FinalMetricDataList"]},
         })
 
-        evaluated = LocalEvaluateRunner().run(evaluate_request(cfg, layout, trained), ctx)
-        result["heldout_sample_accuracy"] = evaluated["Metrics"]["accuracy"]
-        result["heldout_sample_count"] = evaluated["Count"]
+        # Scored by the pipeline's evaluation script (model/evaluate.py, the processing
+        # job's code) on the model.tar.gz the training job packed.
+        archive = uris.local_path(trained["ModelArtifacts"]["S3ModelArtifacts"])
+        evaluated = evaluate(archive, uris.local_path(channels["test"]),
+                             Path(tmp) / "evaluation", log=log.info)
+        result["heldout_sample_accuracy"] = evaluated["metrics"]["accuracy"]
+        result["heldout_sample_count"] = evaluated["count"]
 
         images_t10k = T10K / "t10k-images-idx3-ubyte.gz"
         if images_t10k.exists():
             xt, yt = _digits(images_t10k, T10K / "t10k-labels-idx1-ubyte.gz")
             _write_split(Path(tmp) / "t10k", xt, yt)
-            real = LocalEvaluateRunner().run(
-                {**evaluate_request(cfg, layout, trained),
-                 "TestDataUri": uris.file_uri(Path(tmp) / "t10k"),
-                 "OutputUri": uris.join(layout.base, "evaluation-t10k")}, ctx)
-            result["mnist_t10k_accuracy"] = real["Metrics"]["accuracy"]
-            result["mnist_t10k_count"] = real["Count"]
+            real = evaluate(archive, Path(tmp) / "t10k", Path(tmp) / "evaluation-t10k",
+                            log=log.info)
+            result["mnist_t10k_accuracy"] = real["metrics"]["accuracy"]
+            result["mnist_t10k_count"] = real["count"]
         else:
             result["mnist_t10k_accuracy"] = None
             result["note"] = f"real MNIST test set not found at {T10K}: t10k accuracy skipped"

@@ -175,6 +175,9 @@ class CloudBackend(Backend):
             raise ConfigError("--resume and --from apply to the local backend only",
                               field="--backend", expected="local")
         say = announce or (lambda m: None)
+        if cfg.backend not in ("cloud", "emulator"):
+            cfg = cfg.model_copy(deep=True)
+            cfg.backend = "cloud"
         inputs = wf.execution_input.validate(inputs)
         session = session or aws.session_for(cfg)
         run_id = run_id or new_run_id()
@@ -202,13 +205,18 @@ class CloudBackend(Backend):
         resources = contextlib.ExitStack()
         current: str | None = None
         t_run = time.perf_counter()
-        try:
-            for step in wf.before_steps():
+        def on_client(steps) -> None:
+            """Run client-side steps with their cloud runners against ``doc``."""
+            nonlocal current
+            for step in steps:
                 current = step.state_id
                 outputs[step.state_id] = recorder.run_step(
                     record, step, ctx, doc, resources, {}, step.cloud_runner)
                 doc[step.result_key] = outputs[step.state_id]
             current = None
+
+        try:
+            on_client(wf.before_steps())
             jobs, arn = deploy_workflow(wf, cfg, setup, run_id)
             say(f"code uploaded to {doc[BASE_URI_KEY]}/code; "
                 + "".join(f"Glue job {n} {a}; " for n, a in jobs.items())
@@ -245,12 +253,7 @@ class CloudBackend(Backend):
             for s in wf.machine_steps():
                 if s.result_key in doc:
                     outputs[s.state_id] = doc[s.result_key]
-            for step in wf.after_steps():
-                current = step.state_id
-                outputs[step.state_id] = recorder.run_step(
-                    record, step, ctx, doc, resources, {}, step.cloud_runner)
-                doc[step.result_key] = outputs[step.state_id]
-            current = None
+            on_client(wf.after_steps())
         except BaseException as exc:
             resources.close()
             recorder.fail(wf, record, exc, current, None)

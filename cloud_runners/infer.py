@@ -2,7 +2,8 @@
 
 Downloads the test split from S3, sends it through the same ``EndpointClient`` as the
 local infer (TF Serving request bodies, batches of ``BatchSize``) over sagemaker-runtime
-``InvokeEndpoint``, and uploads ``predictions.parquet`` to the request's ``s3://``
+``InvokeEndpoint``, checks the accuracy against ``ExpectedAccuracy`` when the request has
+it (as the local infer does), and uploads ``predictions.parquet`` to the request's ``s3://``
 OutputUri. The output has the local infer's shape.
 """
 from __future__ import annotations
@@ -18,6 +19,7 @@ from harness.inference_client import client_for_endpoint
 from harness.stages import StageContext
 from local_runners.infer import (
     PREDICTIONS_FILE,
+    check_expected_accuracy,
     infer_output,
     load_test_split,
     request_fields,
@@ -45,6 +47,7 @@ class CloudInferRunner(aws.CloudStageRunner):
             with client_for_endpoint(endpoint, transport_factory=transport) as client:
                 scored = score_through_endpoint(client, x, y, batch_size, ctx,
                                                 f"endpoint {endpoint.get('EndpointName')}")
+            check_expected_accuracy(request, scored, ctx)
             out_dir = staging.path("out")
             out_dir.mkdir()
             path = write_predictions(out_dir, y, scored["predicted"], scored["probabilities"])

@@ -23,7 +23,7 @@ from harness.placeholders import (
     RUN_ID_KEY,
     references,
 )
-from harness.steps.base import AFTER, BEFORE, MACHINE, PIPELINE_FAILED, BuildContext, Step
+from harness.steps.base import BEFORE, MACHINE, PIPELINE_FAILED, BuildContext, Step
 
 if TYPE_CHECKING:
     from harness.workflow import Workflow

@@ -21,13 +21,12 @@ import json
 from typing import TYPE_CHECKING, Any, Callable
 
 from harness.errors import ConfigError
-from harness.placeholders import (  # noqa: F401  (re-exported for pipeline modules)
+from harness.placeholders import (
     BASE_URI,
     BUILT_IN_KEYS,
     RUN_ID,
     ExecutionInput,
     Placeholder,
-    references,
     run_path,
     unique_name,
 )
@@ -36,6 +35,10 @@ from harness.steps.base import AFTER, BEFORE, MACHINE, BuildContext, Chain, Code
 if TYPE_CHECKING:
     from harness.config import PipelineConfig
     from harness.graph import WorkflowGraph
+
+# What a pipeline module needs besides the step classes (harness.steps).
+__all__ = ["Workflow", "ExecutionInput", "Placeholder", "run_path", "unique_name", "RUN_ID",
+           "BASE_URI", "load_workflow", "PlanImages"]
 
 
 class PlanImages:
@@ -188,8 +191,8 @@ class Workflow:
                     raise ConfigError(
                         f"steps '{out[kind][1]}' and '{s.state_id}' name their {kind}s "
                         f"'{out[kind][0]}-…' and '{prefix}-…'", field=s.state_id,
-                        expected=f"one name prefix per resource kind (the IAM roles are "
-                        f"scoped to it)")
+                        expected="one name prefix per resource kind (the IAM roles are "
+                        "scoped to it)")
                 out.setdefault(kind, (prefix, s.state_id))
         return {k: v[0] for k, v in out.items()}
 

@@ -1,6 +1,7 @@
 """A lean HTTP/1.1 load generator: keep-alive connections on raw asyncio protocols.
 
-Used by ``bench/serve_bench.py`` (``make bench-serve``) and ``tests/test_serving_load.py``
+Used by ``bench/serve_bench.py`` (``make bench-serve``) and the serve load test
+``tests/local_runners/test_serve_load.py``
 (it lives in the package because ``bench/`` is not importable from the tests). Each of
 ``concurrency`` connections sends one request, waits for the whole response, then sends the
 next (no pipelining), so it behaves like ``concurrency`` real keep-alive clients while using

@@ -1,6 +1,17 @@
 import os
+import sys
+from pathlib import Path
 
 import pytest
+
+# The tests import their helper modules by plain name (``import support``,
+# ``emulator_support``, ``executor_fakes``, ``cloud_support``); pytest runs in importlib
+# mode (pyproject.toml), which does not touch sys.path, so the folders holding helpers
+# are put on it here, once.
+_TESTS = Path(__file__).resolve().parent
+for _folder in [_TESTS, *sorted({p.parent for p in _TESTS.rglob("*_support.py")} - {_TESTS})]:
+    if str(_folder) not in sys.path:
+        sys.path.insert(0, str(_folder))
 
 # Keep TensorFlow's C++ start-up chatter out of the test output.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -23,7 +23,8 @@ process), both undone by the function it returns:
 ``DataCaptureConfig`` is not executed (the endpoint serves without capture).
 
 What the patch relies on in moto is fingerprinted in ``FINGERPRINTS``; ``check()`` names
-what changed and ``install()`` refuses to patch then (``tests/test_emulator_hosting.py``).
+what changed and ``install()`` refuses to patch then
+(``tests/cloud_runners/emulator/test_hosting_bridge.py``).
 """
 from __future__ import annotations
 

@@ -3,9 +3,9 @@
 This is the one place where the emulator reaches into moto (pinned: 5.2.5). Nothing
 installed is edited: ``apply()`` swaps one function reference at runtime and returns the
 function that undoes it; ``check()`` lists what of moto's internals the patch relies on
-and has changed (``tests/test_emulator_moto_gaps.py`` fails naming the symbol).
+and has changed (``tests/cloud_runners/emulator/test_moto_gaps.py`` fails naming the symbol).
 
-The gaps (reproduced in ``tests/test_emulator_moto_gaps.py``):
+The gaps (reproduced in ``tests/cloud_runners/emulator/test_moto_gaps.py``):
 
 1. ``glue:startJobRun.sync`` fails with ``'NoneType' object has no attribute
    'interrupt_all'``: ``StateTaskServiceCallback._eval_integration_pattern`` calls

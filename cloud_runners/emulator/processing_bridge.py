@@ -25,7 +25,8 @@ An input with nothing at its S3 location is left out of the download, so the run
 reports it ("input '...' not found", naming the S3 URI).
 
 What the patch relies on in moto is fingerprinted in ``FINGERPRINTS``; ``check()`` names
-what changed and ``install()`` refuses to patch then (``tests/test_emulator_processing.py``).
+what changed and ``install()`` refuses to patch then
+(``tests/cloud_runners/emulator/test_processing_bridge.py``).
 """
 from __future__ import annotations
 

@@ -26,7 +26,8 @@ A channel whose S3 prefix is empty is left out of the download, so the runner re
 ("no data for channel ...") as it does locally.
 
 What the patch relies on in moto is fingerprinted in ``FINGERPRINTS``; ``check()`` names
-what changed and ``install()`` refuses to patch then (``tests/test_emulator_training.py``).
+what changed and ``install()`` refuses to patch then
+(``tests/cloud_runners/emulator/test_training_bridge.py``).
 """
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ from typing import Any, Mapping
 from harness.errors import ConfigError
 from harness.placeholders import asl_parameters
 from harness.steps.base import BuildContext, Step, selector, task_state
-from harness.steps.training import name_prefix, resource_name
+from harness.steps.sagemaker_job import name_prefix, resource_name
 
 
 def serving_environment(model_name: str, max_batch_size: int = 0,

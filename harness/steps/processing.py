@@ -23,7 +23,7 @@ from harness.steps.base import (
     selector,
     task_state,
 )
-from harness.steps.training import name_prefix, resource_name
+from harness.steps.sagemaker_job import SageMakerJob, name_prefix, resource_name
 
 PROCESSING_ROOT = "/opt/ml/processing"
 CODE_PATH = f"{PROCESSING_ROOT}/input/code"
@@ -55,7 +55,7 @@ class ProcessingOutput:
     output_name: str
 
 
-class ProcessingStep(Step):
+class ProcessingStep(SageMakerJob, Step):
     kind = "processing"
     title = "SageMaker processing job"
     local_runner = "local_runners.processing:LocalProcessingRunner"
@@ -101,15 +101,11 @@ class ProcessingStep(Step):
             o.output_name) for o in outputs]
         self.arguments = [str(a) for a in arguments]
         self.environment = {str(k): str(v) for k, v in (environment or {}).items()}
-        self.instance_type = instance_type
-        self.instance_count = instance_count
-        self.volume_size_gb = volume_size_gb
-        self.max_runtime_s = max_runtime_s
-        self.framework = framework
-        self.framework_version = framework_version
-        self.py_version = py_version
-        self.image_uri = image_uri
-        self.expected_hours = expected_hours
+        self._set_job(state_id, instance_type=instance_type, instance_count=instance_count,
+                      volume_size_gb=volume_size_gb, max_runtime_s=max_runtime_s,
+                      framework=framework, framework_version=framework_version,
+                      py_version=py_version, image_uri=image_uri,
+                      expected_hours=expected_hours)
 
     @property
     def _code_asset(self) -> CodeAsset:
@@ -137,10 +133,7 @@ class ProcessingStep(Step):
                 "S3Uri": uri, "LocalPath": local, "S3DataType": "S3Prefix",
                 "S3InputMode": "File", "S3DataDistributionType": "FullyReplicated"}}
 
-        image = self.image_uri or ctx.images.image(self.framework, self.framework_version,
-                                                   "training", self.instance_type,
-                                                   self.py_version)
-        app: dict[str, Any] = {"ImageUri": image, "ContainerEntrypoint": [
+        app: dict[str, Any] = {"ImageUri": self.image(ctx), "ContainerEntrypoint": [
             "python3", f"{CODE_PATH}/{self.code_path}"]}
         if self.arguments:
             app["ContainerArguments"] = list(self.arguments)

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from harness.errors import ConfigError
-from harness.placeholders import Placeholder, has_placeholders, unique_name
 from harness.steps.base import (
     BuildContext,
     CodeAsset,
@@ -23,28 +22,11 @@ from harness.steps.base import (
     selector,
     task_state,
 )
+from harness.steps.sagemaker_job import SageMakerJob, name_prefix, resource_name
 
 CONTENT_TYPE = "application/x-parquet"
 # Hyperparameter names the SageMaker containers reserve.
 RESERVED_PREFIX = "sagemaker_"
-
-
-def resource_name(name: str, where: str) -> str:
-    """A SageMaker resource name: a fixed prefix gets ``-<run id>`` (names must be new on
-    every run); a name with placeholders is used as it is."""
-    if isinstance(name, Placeholder) or (isinstance(name, str) and has_placeholders(name)):
-        return str(name)
-    if not isinstance(name, str) or not re.fullmatch(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,40}", name):
-        raise ConfigError("not a usable SageMaker name prefix", field=where,
-                          expected="1-41 letters, digits and hyphens (the run id is appended)",
-                          got=name)
-    return unique_name(name)
-
-
-def name_prefix(name: str) -> str:
-    """The fixed part of a resource name (for IAM scoping and teardown)."""
-    text = str(name)
-    return text.split("⟦", 1)[0].rstrip("-") or text
 
 
 def checked_metric_definitions(defs: Any, where: str) -> list[dict[str, str]]:
@@ -96,7 +78,7 @@ def hyperparameter_strings(hps: Mapping[str, Any], where: str) -> dict[str, str]
     return out
 
 
-class TrainingStep(Step):
+class TrainingStep(SageMakerJob, Step):
     kind = "training"
     title = "SageMaker training job (script mode)"
     local_runner = "local_runners.train:LocalTrainingRunner"
@@ -130,18 +112,11 @@ class TrainingStep(Step):
                                                       f"{state_id}.hyperparameters")
         self.metric_definitions = checked_metric_definitions(
             metric_definitions, f"{state_id}.metric_definitions")
-        if not isinstance(instance_count, int) or instance_count < 1:
-            raise ConfigError("bad instance count", field=f"{state_id}.instance_count",
-                              expected="an integer >= 1", got=instance_count)
-        self.instance_type = instance_type
-        self.instance_count = instance_count
-        self.volume_size_gb = volume_size_gb
-        self.max_runtime_s = max_runtime_s
-        self.framework = framework
-        self.framework_version = framework_version
-        self.py_version = py_version
-        self.image_uri = image_uri
-        self.expected_hours = expected_hours
+        self._set_job(state_id, instance_type=instance_type, instance_count=instance_count,
+                      volume_size_gb=volume_size_gb, max_runtime_s=max_runtime_s,
+                      framework=framework, framework_version=framework_version,
+                      py_version=py_version, image_uri=image_uri,
+                      expected_hours=expected_hours)
 
     @property
     def _source_asset(self) -> CodeAsset:
@@ -149,11 +124,6 @@ class TrainingStep(Step):
 
     def code(self) -> list[CodeAsset]:
         return [self._source_asset]
-
-    def image(self, ctx: BuildContext) -> str:
-        return self.image_uri or ctx.images.image(self.framework, self.framework_version,
-                                                  "training", self.instance_type,
-                                                  self.py_version)
 
     def request(self, ctx: BuildContext) -> dict[str, Any]:
         hps = dict(self.hyperparameters)

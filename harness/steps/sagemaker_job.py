@@ -1,0 +1,59 @@
+"""What every SageMaker job step shares: unique resource names, and the instances,
+limits and framework image of the job (``SageMakerJob``, a mixin of the training and
+processing steps)."""
+from __future__ import annotations
+
+import re
+
+from harness.errors import ConfigError
+from harness.placeholders import Placeholder, has_placeholders, unique_name
+from harness.steps.base import BuildContext
+
+
+def resource_name(name: str, where: str) -> str:
+    """A SageMaker resource name: a fixed prefix gets ``-<run id>`` (names must be new on
+    every run); a name with placeholders is used as it is."""
+    if isinstance(name, Placeholder) or (isinstance(name, str) and has_placeholders(name)):
+        return str(name)
+    if not isinstance(name, str) or not re.fullmatch(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,40}", name):
+        raise ConfigError("not a usable SageMaker name prefix", field=where,
+                          expected="1-41 letters, digits and hyphens (the run id is appended)",
+                          got=name)
+    return unique_name(name)
+
+
+def name_prefix(name: str) -> str:
+    """The fixed part of a resource name (for IAM scoping and teardown)."""
+    text = str(name)
+    return text.split("⟦", 1)[0].rstrip("-") or text
+
+
+class SageMakerJob:
+    """The instances, limits and framework image of a SageMaker job step."""
+
+    def _set_job(self, where: str, *, instance_type: str, instance_count: int,
+                 volume_size_gb: int, max_runtime_s: int, framework: str,
+                 framework_version: str, py_version: str | None, image_uri: str | None,
+                 expected_hours: float) -> None:
+        for field, value, low in (("instance_count", instance_count, 1),
+                                  ("volume_size_gb", volume_size_gb, 1),
+                                  ("max_runtime_s", max_runtime_s, 1)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ConfigError(f"bad {field.replace('_', ' ')}", field=f"{where}.{field}",
+                                  expected=f"an integer >= {low}", got=value)
+        if not isinstance(instance_type, str) or not instance_type.startswith("ml."):
+            raise ConfigError("not a SageMaker instance type", field=f"{where}.instance_type",
+                              expected="e.g. ml.m5.xlarge", got=instance_type)
+        self.instance_type = instance_type
+        self.instance_count = instance_count
+        self.volume_size_gb = volume_size_gb
+        self.max_runtime_s = max_runtime_s
+        self.framework = framework
+        self.framework_version = framework_version
+        self.py_version = py_version
+        self.image_uri = image_uri
+        self.expected_hours = expected_hours
+
+    def image(self, ctx: BuildContext, scope: str = "training") -> str:
+        return self.image_uri or ctx.images.image(self.framework, self.framework_version,
+                                                  scope, self.instance_type, self.py_version)

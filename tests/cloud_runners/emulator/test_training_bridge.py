@@ -1,0 +1,255 @@
+"""The training bridge: an emulated ``sagemaker:createTrainingJob.sync`` of the pipeline's
+train step runs model/train.py locally (TensorFlow) on data in the emulated S3 and leaves
+``model.tar.gz`` where SageMaker puts it."""
+from __future__ import annotations
+
+import json
+import tarfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from emulator_support import failures, run_to_end
+from pipeline_support import PREPARED, pipeline, request, run_document
+from support import sample_digits, write_split
+
+from cloud_runners import aws
+from cloud_runners.emulator import moto_gaps, training_bridge
+from cloud_runners.emulator.server import EmbeddedEmulator
+from cloud_runners.emulator.training_bridge import TrainingBridge
+from harness.archives import pack_source_dir
+
+BUCKET = "emu-bucket"
+BASE = f"s3://{BUCKET}/mlharness/runs/r1"
+PROCESSED = f"{BASE}/data/processed"
+ROLE = "arn:aws:iam::123456789012:role/mlharness-sagemaker"
+SIZES = {"train": 200, "validation": 50, "test": 50}
+
+
+class Images:
+    """Image names without a lookup (the bridges do not use them)."""
+
+    def image(self, framework, version, scope, instance_type, py_version=None):
+        return f"img/{framework}-{scope}:{version}"
+
+
+def test_guard_moto_internals_the_training_bridge_relies_on_are_unchanged():
+    problems = training_bridge.check()
+    assert not problems, ("moto changed under cloud_runners/emulator/training_bridge.py; "
+                          "review the bridge for:\n" + "\n".join(problems))
+
+
+def test_guard_names_the_changed_symbol(monkeypatch):
+    from moto.sagemaker.models import SageMakerModelBackend
+
+    original = SageMakerModelBackend.create_training_job
+    symbol = "moto.sagemaker.models.FakeTrainingJob.__init__"
+    monkeypatch.setitem(training_bridge.FINGERPRINTS, symbol, "0" * 16)
+    with pytest.raises(moto_gaps.MotoGapsError, match=symbol.replace(".", r"\.")):
+        TrainingBridge().install(emulator=None)
+    assert SageMakerModelBackend.create_training_job is original
+
+
+def stage_training_inputs(emu, tmp_path: Path, wf, skip: tuple[str, ...] = ()) -> None:
+    """Bucket, the train step's code package (<base>/code/train/sourcedir.tar.gz) and
+    processed splits in the emulated S3 (as the setup and the ETL leave them)."""
+    s3 = emu.client("s3")
+    try:
+        s3.create_bucket(Bucket=BUCKET)
+    except s3.exceptions.BucketAlreadyOwnedByYou:
+        pass
+    (code,) = wf.step("train").code()
+    archive = pack_source_dir(code.source, tmp_path / "sourcedir.tar.gz")
+    aws.upload_file(s3, archive, f"{BASE}/code/{code.target}")
+    x, y = sample_digits(sum(SIZES.values()), seed=0)
+    start = 0
+    for split, n in SIZES.items():
+        if split not in skip:
+            local = write_split(tmp_path / "processed" / split, x[start:start + n],
+                                y[start:start + n])
+            aws.upload_dir(s3, local, f"{PROCESSED}/{split}")
+        start += n
+
+
+def watch_training_job(emu, name: str, timeout_s: float = 180) -> list[tuple[str, str]]:
+    """Record the job's (status, secondary status) changes from a thread until it ends."""
+    sm = emu.client("sagemaker")
+    seen: list[tuple[str, str]] = []
+
+    def poll() -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            try:
+                job = sm.describe_training_job(TrainingJobName=name)
+            except sm.exceptions.ClientError:
+                time.sleep(0.02)
+                continue
+            state = (job["TrainingJobStatus"], job["SecondaryStatus"])
+            if not seen or seen[-1] != state:
+                seen.append(state)
+            if state[0] != "InProgress":
+                return
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=poll, daemon=True)
+    thread.start()
+    return seen
+
+
+def one_epoch(**overrides):
+    """``(cfg, wf)``: the default pipeline training one epoch."""
+    return pipeline(**{"train.hyperparameters": {"epochs": 1, "batch_size": 64,
+                                                 "learning_rate": 0.003, "seed": 7},
+                       **overrides})
+
+
+def _train_definition(request):
+    return {"StartAt": "Train", "States": {"Train": {
+        "Type": "Task", "Resource": "arn:aws:states:::sagemaker:createTrainingJob.sync",
+        "Parameters": request, "ResultSelector": {
+            "TrainingJobName.$": "$.TrainingJobName", "ModelArtifacts.$": "$.ModelArtifacts",
+            "FinalMetricDataList.$": "$.FinalMetricDataList"},
+        "ResultPath": "$.Training", "End": True}}}
+
+
+def _request(wf, run_id):
+    """The pipeline's CreateTrainingJob request of run ``run_id`` in BASE."""
+    return request(wf, "train", run_document(BASE, run_id), backend="emulator",
+                   images=Images(), role=ROLE)
+
+
+@pytest.mark.slow
+def test_training_job_runs_train_py_on_emulated_s3(tmp_path):
+    cfg, wf = one_epoch()
+    request = _request(wf, "r1")
+    name = request["TrainingJobName"]
+    assert name == "mnist-train-r1" and request["RoleArn"] == ROLE
+    with EmbeddedEmulator(bridge=TrainingBridge(cfg, workdir=tmp_path)) as emu:
+        stage_training_inputs(emu, tmp_path, wf)
+        statuses = watch_training_job(emu, name)
+        described, history = run_to_end(emu, _train_definition(request), timeout_s=180)
+        # The job reported InProgress while the local runner worked, then Completed.
+        assert statuses[0] == ("InProgress", "Starting") and "Training" in \
+            [s for _, s in statuses] and statuses[-1] == ("Completed", "Completed"), statuses
+        assert described["status"] == "SUCCEEDED", failures(history)
+        out = json.loads(described["output"])["Training"]
+        model_uri = f"{BASE}/training/{name}/output/model.tar.gz"
+        assert out["TrainingJobName"] == name
+        assert out["ModelArtifacts"] == {"S3ModelArtifacts": model_uri}
+        metrics = {m["MetricName"]: m["Value"] for m in out["FinalMetricDataList"]}
+        assert "test:accuracy" in metrics, metrics
+        assert 0.0 <= metrics["test:accuracy"] <= 1.0
+        assert "train:progress" not in metrics  # moto's made-up metric is gone
+
+        s3 = emu.client("s3")
+        keys = aws.list_keys(s3, f"{BASE}/training/{name}")
+        assert sorted(keys) == [f"mlharness/runs/r1/training/{name}/output/model.tar.gz",
+                                f"mlharness/runs/r1/training/{name}/output/output.tar.gz"]
+        with tarfile.open(aws.download_file(s3, model_uri, tmp_path / "m" / "model.tar.gz")) as t:
+            assert "1/saved_model.pb" in t.getnames()
+
+        job = emu.client("sagemaker").describe_training_job(TrainingJobName=name)
+        assert job["TrainingJobStatus"] == "Completed"
+        # The request's own metric definitions, not moto's test:dcg.
+        assert job["AlgorithmSpecification"]["MetricDefinitions"] == \
+            request["AlgorithmSpecification"]["MetricDefinitions"]
+
+
+def test_a_failing_training_fails_the_job_and_the_execution(tmp_path):
+    cfg, wf = one_epoch()
+    request = _request(wf, "r2")
+    name = request["TrainingJobName"]
+    with EmbeddedEmulator(bridge=TrainingBridge(cfg, workdir=tmp_path)) as emu:
+        stage_training_inputs(emu, tmp_path, wf, skip=("train",))
+        described, history = run_to_end(emu, _train_definition(request), timeout_s=60)
+        assert described["status"] == "FAILED"
+        (_, details), = [f for f in failures(history) if f[0] == "TaskFailed"]
+        assert details["error"] == "States.TaskFailed"
+        cause = json.loads(details["cause"])
+        assert cause["TrainingJobStatus"] == "Failed"
+        reason = cause["FailureReason"]
+        assert f"training job {name} failed: no data for channel 'train'" in reason, reason
+        # The error names the S3 location, as on AWS, not the bridge's temporary directory.
+        assert f"{PROCESSED}/train" in reason and str(tmp_path) not in reason, reason
+        assert "ModelArtifacts" not in cause
+        assert not aws.list_keys(emu.client("s3"), f"{BASE}/training")
+        job = emu.client("sagemaker").describe_training_job(TrainingJobName=name)
+        assert job["TrainingJobStatus"] == "Failed" and job["FailureReason"] == reason
+
+
+def _raw_digits(directory: Path) -> Path:
+    """~300 real digits as the prepare step writes them (label int32, pixels 0..255)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    x, y = sample_digits(sum(SIZES.values()), seed=1)
+    pixels = np.rint(x * 255).astype(np.int32)
+    start = 0
+    for split, n in SIZES.items():
+        (directory / split).mkdir(parents=True)
+        pq.write_table(pa.table({"label": pa.array(y[start:start + n], pa.int32()),
+                                 "pixels": pa.array(list(pixels[start:start + n]),
+                                                    pa.list_(pa.int32()))}),
+                       directory / split / "part-00000.parquet")
+        start += n
+    return directory
+
+
+@pytest.mark.slow
+def test_compiled_pipeline_stops_at_the_gate_with_an_impossible_threshold(tmp_path):
+    """The gate case on the emulator: the default workflow's state machine
+    (``wf.definition``), etl (Spark) -> train (TensorFlow) -> evaluate (processing job) ->
+    gate; a loss threshold of 0 takes the Fail branch and nothing is hosted."""
+    from cloud_runners.emulator.bridge import GlueBridge
+    from cloud_runners.emulator.processing_bridge import ProcessingBridge
+    from harness.asl import execution_input
+    from harness.local_setup import LocalSetup
+
+    cfg, wf = one_epoch(**{"evaluate.metric": "loss", "evaluate.direction": "<=",
+                           "evaluate.threshold": 0.0})
+    run_id, prefix = "g1", "mlharness/runs/g1"
+    base = f"s3://{BUCKET}/{prefix}"
+    ctx = wf.build_context("emulator", Images(), role=ROLE, roles={"glue": ROLE},
+                           poll_seconds=1)
+    bridges = [GlueBridge(cfg, workdir=tmp_path), TrainingBridge(cfg, workdir=tmp_path),
+               ProcessingBridge(cfg, workdir=tmp_path)]
+    with EmbeddedEmulator(bridge=bridges) as emu:
+        s3 = emu.client("s3")
+        s3.create_bucket(Bucket=BUCKET)
+        # The code, as the cloud setup stages it: every step's, under <base>/code/.
+        staged = LocalSetup(cfg).stage_code(wf.code(), (tmp_path / "stage").as_uri())
+        aws.upload_dir(s3, tmp_path / "stage" / "code", f"{base}/code")
+        code_uris = {target: f"{base}/code/{target}" for target in staged}
+        for setup in (r for s in wf.steps for r in s.setup_requests(code_uris, ctx)):
+            assert (setup.service, setup.action) == ("glue", "CreateJob")
+            emu.client("glue").create_job(**setup.body)
+        aws.upload_dir(s3, _raw_digits(tmp_path / "raw"), f"{base}/data/raw")
+        inp = execution_input(wf, run_id=run_id, bucket=BUCKET, prefix=prefix, before={
+            "prepare": {**PREPARED, "RawUri": f"{base}/data/raw"}})
+        described, history = run_to_end(emu, wf.definition(ctx), inp, timeout_s=400)
+
+        assert described["status"] == "FAILED", failures(history)
+        assert described["error"] == "GateNotPassed"
+        entered = [e["stateEnteredEventDetails"]["name"] for e in history
+                   if e["type"].endswith("StateEntered")]
+        assert entered == ["etl", "train", "evaluate", "gate", "gate-check", "gate-failed"]
+        # The cloud layout: processed Parquet from Glue, model.tar.gz from training,
+        # evaluation.json from the processing job; the gate's message has its loss.
+        name = f"mnist-train-{run_id}"
+        keys = aws.list_keys(s3, base)
+        assert f"{prefix}/training/{name}/output/model.tar.gz" in keys
+        assert any(k.startswith(f"{prefix}/data/processed/test/") and k.endswith(".parquet")
+                   for k in keys), keys
+        report = json.loads(s3.get_object(Bucket=BUCKET, Key=f"{prefix}/evaluation/"
+                                          "evaluation.json")["Body"].read())
+        cause = described["cause"]
+        assert cause.startswith("metrics.loss = ") and \
+            cause.endswith(" does not meet the gate (required <= 0.0)"), cause
+        loss = float(cause.removeprefix("metrics.loss = ").split(" ", 1)[0])
+        assert loss == pytest.approx(report["metrics"]["loss"]) and loss > 0
+        sm = emu.client("sagemaker")
+        assert sm.list_models()["Models"] == []
+        assert sm.list_endpoint_configs()["EndpointConfigs"] == []
+        assert sm.list_endpoints()["Endpoints"] == []
