@@ -23,7 +23,7 @@ from harness.steps.base import (
     selector,
     task_state,
 )
-from harness.steps.sagemaker_job import SageMakerJob, name_prefix, resource_name
+from harness.steps.sagemaker_job import SageMakerJob, resource_name
 
 PROCESSING_ROOT = "/opt/ml/processing"
 CODE_PATH = f"{PROCESSING_ROOT}/input/code"
@@ -60,6 +60,8 @@ class ProcessingStep(SageMakerJob, Step):
     title = "SageMaker processing job"
     local_runner = "local_runners.processing:LocalProcessingRunner"
     emulator_bridge = "cloud_runners.emulator.processing_bridge:ProcessingBridge"
+    job_use = "processing"
+    name_field = "ProcessingJobName"
     result_fields = ("ProcessingJobName", "ProcessingJobArn", "ProcessingJobStatus",
                      "ProcessingOutputConfig")
 
@@ -167,15 +169,3 @@ class ProcessingStep(SageMakerJob, Step):
     def facts(self, output: dict[str, Any]) -> dict[str, Any]:
         outs = (output.get("ProcessingOutputConfig") or {}).get("Outputs") or []
         return {o.get("OutputName"): (o.get("S3Output") or {}).get("S3Uri") for o in outs}
-
-    def creates(self, request: dict[str, Any]) -> list[tuple[str, str]]:
-        return [("processing job", f"{request['ProcessingJobName']} ({self.instance_count} x "
-                                   f"{self.instance_type})")]
-
-    def name_prefixes(self) -> dict[str, str]:
-        return {"processing-job": name_prefix(self.job_name)}
-
-    def cost(self, pricing: Any) -> list[Any]:
-        return [pricing.instances(f"SageMaker processing {name_prefix(self.job_name)}",
-                                  "processing", self.instance_type, self.instance_count,
-                                  self.expected_hours, field=f"{self.state_id}.instance_type")]

@@ -29,7 +29,12 @@ def name_prefix(name: str) -> str:
 
 
 class SageMakerJob:
-    """The instances, limits and framework image of a SageMaker job step."""
+    """The instances, limits and framework image of a SageMaker job step, and what it
+    creates and costs. Subclasses set ``job_use`` ("training" | "processing": the price
+    table and the IAM resource kind) and ``name_field`` (the request's job name field)."""
+
+    job_use: str = "training"
+    name_field: str = "TrainingJobName"
 
     def _set_job(self, where: str, *, instance_type: str, instance_count: int,
                  volume_size_gb: int, max_runtime_s: int, framework: str,
@@ -57,3 +62,15 @@ class SageMakerJob:
     def image(self, ctx: BuildContext, scope: str = "training") -> str:
         return self.image_uri or ctx.images.image(self.framework, self.framework_version,
                                                   scope, self.instance_type, self.py_version)
+
+    def creates(self, request: dict) -> list[tuple[str, str]]:
+        return [(f"{self.job_use} job", f"{request[self.name_field]} ({self.instance_count} x "
+                                        f"{self.instance_type})")]
+
+    def name_prefixes(self) -> dict[str, str]:
+        return {f"{self.job_use}-job": name_prefix(self.job_name)}
+
+    def cost(self, pricing) -> list:
+        return [pricing.instances(f"SageMaker {self.job_use} {name_prefix(self.job_name)}",
+                                  self.job_use, self.instance_type, self.instance_count,
+                                  self.expected_hours, field=f"{self.state_id}.instance_type")]

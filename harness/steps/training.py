@@ -22,7 +22,7 @@ from harness.steps.base import (
     selector,
     task_state,
 )
-from harness.steps.sagemaker_job import SageMakerJob, name_prefix, resource_name
+from harness.steps.sagemaker_job import SageMakerJob, resource_name
 
 CONTENT_TYPE = "application/x-parquet"
 # Hyperparameter names the SageMaker containers reserve.
@@ -83,6 +83,8 @@ class TrainingStep(SageMakerJob, Step):
     title = "SageMaker training job (script mode)"
     local_runner = "local_runners.train:LocalTrainingRunner"
     emulator_bridge = "cloud_runners.emulator.training_bridge:TrainingBridge"
+    job_use = "training"
+    name_field = "TrainingJobName"
     result_fields = ("TrainingJobName", "ModelArtifacts", "FinalMetricDataList")
 
     def __init__(self, state_id: str, *, job_name: str, source_dir: str | Path,
@@ -164,15 +166,3 @@ class TrainingStep(SageMakerJob, Step):
         for m in output.get("FinalMetricDataList") or []:
             out[m.get("MetricName")] = m.get("Value")
         return out
-
-    def creates(self, request: dict[str, Any]) -> list[tuple[str, str]]:
-        return [("training job", f"{request['TrainingJobName']} ({self.instance_count} x "
-                                 f"{self.instance_type})")]
-
-    def name_prefixes(self) -> dict[str, str]:
-        return {"training-job": name_prefix(self.job_name)}
-
-    def cost(self, pricing: Any) -> list[Any]:
-        return [pricing.instances(f"SageMaker training {name_prefix(self.job_name)}",
-                                  "training", self.instance_type, self.instance_count,
-                                  self.expected_hours, field=f"{self.state_id}.instance_type")]
