@@ -11,8 +11,8 @@ One SavedModel in TF Serving layout (``<model_dir>/<version>/saved_model.pb``) i
   ``code/inference.py`` handlers (``input_handler``/``output_handler`` or ``handler``) the
   request goes through them, as in the SageMaker TensorFlow Serving container.
 
-This module is the HTTP server (routes, lifecycle, version polling) and the foreground
-command; the parts it serves with live next to it: ``local_runners.serve_model`` (loading
+This module is the HTTP server (routes, lifecycle, version polling); the foreground
+command is ``local_runners.serve_foreground``, and the parts it serves with live next to it: ``local_runners.serve_model`` (loading
 the SavedModel, calling a signature), ``local_runners.serve_codec`` (TF Serving request and
 response bodies) and ``local_runners.serve_handlers`` (the ``inference.py`` contract).
 
@@ -31,13 +31,11 @@ Run in the foreground with ``python -m local_runners.model_server --model-dir D
 """
 from __future__ import annotations
 
-import argparse
 import asyncio
 import concurrent.futures
 import functools
 import logging
 import re
-import signal
 import sys
 import threading
 from pathlib import Path
@@ -487,71 +485,7 @@ def _json_error(status: int, message: str) -> web.Response:
     return _json(status, orjson.dumps({"error": message}))
 
 
-# ------------------------------------------------------------------------- foreground
+if __name__ == "__main__":  # python -m local_runners.model_server: see serve_foreground
+    from local_runners.serve_foreground import main
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m local_runners.model_server",
-                                 description="Serve a SavedModel with the TF Serving REST API "
-                                 "and the SageMaker /ping, /invocations contract.")
-    ap.add_argument("--model-dir", required=True,
-                    help="directory holding <version>/saved_model.pb (and optional code/)")
-    ap.add_argument("--model-name", default="model", help="name in /v1/models/<name>")
-    ap.add_argument("--host", default="127.0.0.1")
-    ap.add_argument("--port", type=int, default=8080)
-    ap.add_argument("--max-body-mb", type=float, default=DEFAULT_MAX_BODY_BYTES / 2**20)
-    ap.add_argument("--max-batch-size", type=int, default=DEFAULT_MAX_BATCH_SIZE,
-                    help="most instances merged into one model call; 0 turns batching off")
-    ap.add_argument("--batch-timeout-micros", type=int, default=DEFAULT_BATCH_TIMEOUT_MICROS,
-                    help="longest wait for more requests while others are being received")
-    ap.add_argument("--shutdown-timeout", type=float, default=DEFAULT_SHUTDOWN_TIMEOUT,
-                    help="on SIGTERM/Ctrl+C, seconds requests in flight get to finish")
-    ap.add_argument("--poll-seconds", type=float, default=None,
-                    help="poll the model dir for a newer <version>/ this often")
-    ap.add_argument("--intra-op-threads", type=int, default=0,
-                    help="threads one TF op may use (TF Serving's "
-                    "--tensorflow_intra_op_parallelism); 0: TensorFlow's default")
-    ap.add_argument("--inter-op-threads", type=int, default=0,
-                    help="TF ops run at the same time (--tensorflow_inter_op_parallelism); "
-                    "0: TensorFlow's default")
-    ap.add_argument("--capture-dir", help="write data capture JSON Lines under this directory")
-    ap.add_argument("--capture-percent", type=float, default=100.0)
-    ap.add_argument("--endpoint-name", default=None,
-                    help="endpoint name in the capture path (default: the model name)")
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    if args.intra_op_threads or args.inter_op_threads:
-        import tensorflow as tf   # before the model loads: TF fixes its pools on first use
-        tf.config.threading.set_intra_op_parallelism_threads(args.intra_op_threads)
-        tf.config.threading.set_inter_op_parallelism_threads(args.inter_op_threads)
-    capture = (DataCapture(args.capture_dir, args.endpoint_name or args.model_name,
-                           sampling_percentage=args.capture_percent)
-               if args.capture_dir else None)
-    server = ModelServer(args.model_dir, args.model_name, args.host, args.port,
-                         max_body_bytes=int(args.max_body_mb * 2**20),
-                         max_batch_size=args.max_batch_size or None,
-                         batch_timeout_micros=args.batch_timeout_micros,
-                         version_poll_seconds=args.poll_seconds, data_capture=capture,
-                         shutdown_timeout=args.shutdown_timeout)
-    try:
-        server.start()
-    except HarnessError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return e.exit_code
-    done = threading.Event()
-    # SIGTERM (docker stop, SageMaker) and Ctrl+C both stop gracefully: requests in flight
-    # are answered (up to --shutdown-timeout) before the process exits 0.
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: done.set())
-    print(f"serving model '{args.model_name}' version {server.model.version} at {server.url} "
-          f"(Ctrl+C to stop)", flush=True)
-    try:
-        while not done.wait(0.5):
-            pass
-        log.info("stopping: no new connections; finishing requests in flight")
-    finally:
-        server.stop()
-    return 0
-
-
-if __name__ == "__main__":
     sys.exit(main())

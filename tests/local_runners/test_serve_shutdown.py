@@ -123,7 +123,7 @@ GATED_MAIN = textwrap.dedent("""
     import os
     import sys
     import local_runners.serve_batching as sb
-    from local_runners import model_server
+    from local_runners import serve_foreground
 
     real_call, real_submit = sb._call_batch, sb.MicroBatcher.submit
 
@@ -141,7 +141,7 @@ GATED_MAIN = textwrap.dedent("""
         return await real_submit(self, *args, **kw)
 
     sb._call_batch, sb.MicroBatcher.submit = gated_call, announcing_submit
-    sys.exit(model_server.main(sys.argv[1:]))
+    sys.exit(serve_foreground.main(sys.argv[1:]))
 """)
 
 
