@@ -36,6 +36,7 @@ from harness.errors import ConfigError, HarnessError, StepFailed
 from harness.executor import RunRecorder, RunResult, raise_with_record, summarize
 from harness.placeholders import BASE_URI_KEY
 from harness.runs import RunRecord, RunStore, StepRecord, new_run_id, now_iso
+from harness.stages import GLUE_JOBS
 from harness.storage import write_json_atomic
 from harness.tags import resource_tags
 
@@ -55,7 +56,7 @@ def deploy_workflow(wf, cfg: PipelineConfig, setup: CloudSetup, run_id: str
     code_uris = setup.stage_code(wf.code(), setup.base_uri(run_id))
     registry = setup.create([r for s in wf.steps for r in s.setup_requests(code_uris, ctx)],
                             run_id)
-    jobs = {name: body["_action"] for name, body in registry.get("glue:CreateJob", {}).items()}
+    jobs = {name: body["_action"] for name, body in registry.get(GLUE_JOBS, {}).items()}
     arn = upsert_state_machine(cfg, setup.session, aws.state_machine_name(cfg, wf.name),
                                wf.definition(ctx), setup.outputs["StepFunctionsRoleArn"],
                                run_id=run_id)

@@ -187,7 +187,7 @@ class RunRecorder:
 
         return StageContext(run_id=run_id, step=step.state_id, config=self.cfg, log=logger,
                             progress=self.progress, resources=resources, announce=announce,
-                            glue_jobs=registry.get("glue:CreateJob", {}), registry=registry)
+                            registry=registry)
 
     def save(self, record: RunRecord, rec: StepRecord | None = None) -> None:
         self.store.save(record)

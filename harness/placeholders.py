@@ -260,7 +260,7 @@ def has_placeholders(value: Any) -> bool:
 # ------------------------------------------------------------------------------- ASL
 
 
-def _format_literal(text: str) -> str:
+def format_literal(text: str) -> str:
     # States.Format escapes: \ ' { } are backslash-escaped in the template.
     return re.sub(r"([\\'{}])", r"\\\1", text)
 
@@ -278,7 +278,7 @@ def asl_value(value: Any) -> str | None:
     tokens = _TOKEN.findall(value)
     if not tokens:
         return None
-    template = "".join("{}" if i % 2 else _format_literal(part)
+    template = "".join("{}" if i % 2 else format_literal(part)
                        for i, part in enumerate(_TOKEN.split(value)))
     return f"States.Format('{template}', {', '.join(tokens)})"
 

@@ -16,6 +16,8 @@ from typing import Any, Callable
 from harness.config import PipelineConfig
 from harness.progress import NullProgress, Progress
 
+GLUE_JOBS = "glue:CreateJob"  # registry key of the Glue job definitions
+
 
 @dataclass
 class StageContext:
@@ -31,12 +33,15 @@ class StageContext:
     resources: contextlib.ExitStack = field(default_factory=contextlib.ExitStack)
     # A loud one-line message for the person running the pipeline (also logged).
     announce: Callable[[str], None] = print
-    # Glue job definitions (CreateJob bodies) registered when the backend was set up,
-    # by job name: a StartJobRun request names its job, as on AWS.
-    glue_jobs: dict[str, dict[str, Any]] = field(default_factory=dict)
-    # What earlier steps of the run created, by "<service>:<action>" and name (e.g. the
-    # CreateModel request an endpoint config names): the local stand-in for AWS's state.
+    # What the backend's setup and the run's earlier steps created, by
+    # "<service>:<action>" and name (the Glue jobs a StartJobRun names, the CreateModel
+    # request an endpoint config names): the local stand-in for AWS's state.
     registry: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def glue_jobs(self) -> dict[str, dict[str, Any]]:
+        """The Glue job definitions (CreateJob bodies) by job name."""
+        return self.registry.setdefault(GLUE_JOBS, {})
 
 
 class StageRunner(ABC):

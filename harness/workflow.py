@@ -18,7 +18,7 @@ compiler asks each step for its states, the cloud run takes the client-side step
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from harness.errors import ConfigError
 from harness.placeholders import (
@@ -290,5 +290,3 @@ def load_workflow(spec: str, cfg: "PipelineConfig") -> Workflow:
         raise ConfigError("the pipeline did not give a Workflow", field="pipeline", got=spec)
     return wf
 
-
-Builder = Callable[["PipelineConfig"], Workflow]

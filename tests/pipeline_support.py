@@ -53,12 +53,13 @@ def glue_jobs(cfg, wf, code_uris: dict[str, str]) -> dict[str, dict[str, Any]]:
 
     build = wf.build_context("local")
     setup = [r for s in wf.steps for r in s.setup_requests(code_uris, build)]
-    return LocalSetup(cfg).create(setup, "r1").get("glue:CreateJob", {})
+    from harness.stages import GLUE_JOBS
+    return LocalSetup(cfg).create(setup, "r1").get(GLUE_JOBS, {})
 
 
 def stage_context(cfg, step: str, run_id: str = "r1", **fields: Any):
     """What a runner gets besides its request: a logger of its own, no console output;
-    ``fields``: progress, registry, glue_jobs, ..."""
+    ``fields``: progress, registry, ..."""
     from harness.stages import StageContext
 
     return StageContext(run_id=run_id, step=step, config=cfg,

@@ -28,7 +28,7 @@ from cloud_runners.s3_staging import S3Staging, error_text
 from harness import uris
 from harness.config import PipelineConfig
 from harness.errors import HarnessError
-from harness.stages import StageContext
+from harness.stages import GLUE_JOBS, StageContext
 
 LOG = logging.getLogger("mlharness.emulator.bridge")
 
@@ -54,6 +54,12 @@ class Bridge:
             from cloud_runners.emulator.moto_gaps import MotoGapsError
             raise MotoGapsError(f"moto changed under {who} ({module_file}): "
                                 + "; ".join(problems))
+
+
+def request_field(snake: str) -> str:
+    """A moto backend argument's request field name: ``training_job_name`` ->
+    ``TrainingJobName``."""
+    return "".join(w[:1].upper() + w[1:] for w in snake.split("_"))
 
 
 def runner_error(e: BaseException, staging: S3Staging | None) -> str:
@@ -155,9 +161,9 @@ class GlueBridge(Bridge):
             run_id=run.job_run_id, step="etl", config=self.cfg,
             log=logging.getLogger(f"mlharness.emulator.glue.{job.name}"),
             announce=lambda m: None,
-            glue_jobs={job.name: {"Name": job.name,
-                                  "Command": {**(job.command or {}),
-                                              "ScriptLocation": uris.file_uri(script)}}})
+            registry={GLUE_JOBS: {job.name: {
+                "Name": job.name,
+                "Command": {**(job.command or {}), "ScriptLocation": uris.file_uri(script)}}}})
         t0 = time.monotonic()
         LocalEtlRunner().run({"JobName": job.name, "Arguments": local_args}, ctx)
         run.execution_time = int(round(time.monotonic() - t0))

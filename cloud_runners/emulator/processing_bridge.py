@@ -37,7 +37,7 @@ import threading
 import traceback
 from typing import Any, Callable
 
-from cloud_runners.emulator.bridge import Bridge, runner_error, utcnow
+from cloud_runners.emulator.bridge import Bridge, request_field, runner_error, utcnow
 from cloud_runners.emulator.moto_gaps import check_fingerprints, resolve_attr
 from cloud_runners.s3_staging import OBJECT, PREFIX, S3Staging
 from harness import uris
@@ -71,10 +71,6 @@ def check() -> list[str]:
     return check_fingerprints(FINGERPRINTS, "the processing bridge", resolve_attr)
 
 
-def _pascal(snake: str) -> str:
-    return "".join(w[:1].upper() + w[1:] for w in snake.split("_"))
-
-
 class ProcessingBridge(Bridge):
     """Run emulated SageMaker processing jobs with the local processing runner (module doc)."""
 
@@ -102,7 +98,7 @@ class ProcessingBridge(Bridge):
 
         def create_processing_job(backend, *args, **kwargs):
             bound = signature.bind(backend, *args, **kwargs)
-            request = {_pascal(k): copy.deepcopy(v) for k, v in bound.arguments.items()
+            request = {request_field(k): copy.deepcopy(v) for k, v in bound.arguments.items()
                        if k != "self" and v is not None}
             request.update({k: copy.deepcopy(v)
                             for k, v in (getattr(dropped, "fields", None) or {}).items()

@@ -39,7 +39,7 @@ import threading
 import traceback
 from typing import Any, Callable
 
-from cloud_runners.emulator.bridge import Bridge, runner_error, utcnow
+from cloud_runners.emulator.bridge import Bridge, request_field, runner_error, utcnow
 from cloud_runners.emulator.moto_gaps import check_fingerprints, resolve_attr
 from cloud_runners.s3_staging import OBJECT, PREFIX, S3Staging
 from harness import uris
@@ -71,10 +71,6 @@ def check() -> list[str]:
     return check_fingerprints(FINGERPRINTS, "the training bridge", resolve_attr)
 
 
-def _pascal(snake: str) -> str:
-    return "".join(w[:1].upper() + w[1:] for w in snake.split("_"))
-
-
 def _metric_time(value: Any) -> Any:
     """The runner's ISO 8601 timestamps as datetimes (moto serialises those)."""
     if isinstance(value, str):
@@ -103,7 +99,7 @@ class TrainingBridge(Bridge):
         def create_training_job(backend, *args, **kwargs):
             bound = signature.bind(backend, *args, **kwargs)
             # moto writes its own MetricDefinitions into the request: keep ours.
-            request = {_pascal(k): copy.deepcopy(v) for k, v in bound.arguments.items()
+            request = {request_field(k): copy.deepcopy(v) for k, v in bound.arguments.items()
                        if k != "self" and v is not None}
             job = original(backend, *args, **kwargs)
             job.algorithm_specification = copy.deepcopy(request.get("AlgorithmSpecification"))

@@ -150,6 +150,8 @@ class Step:
     emulator_bridge: ClassVar[str | None] = None
     # Fields of the output the state machine keeps (ResultSelector); None: all of it.
     result_fields: ClassVar[tuple[str, ...] | None] = None
+    # The Task resource of a step that is one Task state (``states`` then builds it).
+    resource: ClassVar[str | None] = None
 
     def __init__(self, state_id: str, *, comment: str | None = None):
         if not isinstance(state_id, str) or not _STATE_ID.match(state_id):
@@ -203,9 +205,17 @@ class Step:
 
     def states(self, ctx: BuildContext, next_state: str) -> dict[str, dict[str, Any]]:
         """This step's ASL states; the first is named ``state_id``; they continue to
-        ``next_state``."""
-        raise HarnessError(f"step '{self.state_id}' ({self.kind}) runs on the client, "
-                           "not in the state machine")
+        ``next_state``. By default one Task on ``resource`` with the request as its
+        ``Parameters`` and ``result_fields`` as its ResultSelector."""
+        if self.resource is None:
+            raise HarnessError(f"step '{self.state_id}' ({self.kind}) runs on the client, "
+                               "not in the state machine")
+        return {self.state_id: task_state(
+            self.resource, self.parameters(ctx), self.result_key, next_state,
+            self.state_comment(), selector(self.result_fields) if self.result_fields else None)}
+
+    def state_comment(self) -> str:
+        return self.comment
 
     def parameters(self, ctx: BuildContext) -> dict[str, Any]:
         return asl_parameters(self.request(ctx), f"{self.state_id}.Parameters")

@@ -21,6 +21,7 @@ from harness.placeholders import (
     PREFIX_KEY,
     Placeholder,
     asl_parameters,
+    format_literal,
     has_placeholders,
     lookup,
 )
@@ -29,10 +30,6 @@ from harness.steps.base import BuildContext, Step, task_state
 DIRECTIONS = {">=": "NumericGreaterThanEquals", "<=": "NumericLessThanEquals",
               ">": "NumericGreaterThan", "<": "NumericLessThan"}
 _METRIC = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*|\[\d+\])*$")
-
-
-def _format_literal(text: str) -> str:
-    return re.sub(r"([\\'{}])", r"\\\1", text)
 
 
 def _number(value: Any) -> str:
@@ -138,8 +135,8 @@ class Gate(Step):
         }
         if self.otherwise is None:
             states[failed] = {"Type": "Fail", "Error": "GateNotPassed",
-                              "CausePath": f"States.Format('{_format_literal(prefix)}{{}}"
-                                           f"{_format_literal(suffix)}', {path})"}
+                              "CausePath": f"States.Format('{format_literal(prefix)}{{}}"
+                                           f"{format_literal(suffix)}', {path})"}
         return states
 
     # -- the local run --------------------------------------------------------------------

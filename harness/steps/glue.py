@@ -19,8 +19,6 @@ from harness.steps.base import (
     SetupRequest,
     Step,
     absolute,
-    selector,
-    task_state,
 )
 
 GLUE_VERSIONS = ("5.0", "5.1")
@@ -47,6 +45,7 @@ class GlueStartJobRunStep(Step):
     title = "AWS Glue job run"
     local_runner = "local_runners.etl:LocalEtlRunner"
     emulator_bridge = "cloud_runners.emulator.bridge:GlueBridge"
+    resource = "arn:aws:states:::glue:startJobRun.sync"
     result_fields = ("Id", "JobName", "JobRunState")
 
     def __init__(self, state_id: str, *, job_name: str, script: str | Path,
@@ -109,11 +108,8 @@ class GlueStartJobRunStep(Step):
     def request(self, ctx: BuildContext) -> dict[str, Any]:
         return {"JobName": self.job_name, "Arguments": dict(self.arguments)}
 
-    def states(self, ctx: BuildContext, next_state: str) -> dict[str, dict[str, Any]]:
-        return {self.state_id: task_state(
-            "arn:aws:states:::glue:startJobRun.sync", self.parameters(ctx), self.result_key,
-            next_state, f"Glue job {self.job_name}: {self.comment}",
-            selector(self.result_fields))}
+    def state_comment(self) -> str:
+        return f"Glue job {self.job_name}: {self.comment}"
 
     def facts(self, output: dict[str, Any]) -> dict[str, Any]:
         out: dict[str, Any] = {"job run": f"{output.get('JobName')} {output.get('Id', '')}"}

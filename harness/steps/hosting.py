@@ -34,6 +34,7 @@ class ModelStep(Step):
     kind = "model"
     title = "SageMaker model"
     local_runner = "local_runners.create_model:LocalModelRunner"
+    resource = "arn:aws:states:::sagemaker:createModel"
     result_fields = ("ModelArn",)
 
     def __init__(self, state_id: str, *, model_name: str, model_data: str,
@@ -63,11 +64,6 @@ class ModelStep(Step):
         body["Tags"] = list(ctx.tags)
         return body
 
-    def states(self, ctx: BuildContext, next_state: str) -> dict[str, dict[str, Any]]:
-        return {self.state_id: task_state(
-            "arn:aws:states:::sagemaker:createModel", self.parameters(ctx), self.result_key,
-            next_state, self.comment, selector(self.result_fields))}
-
     def facts(self, output: dict[str, Any]) -> dict[str, Any]:
         return {"model": output.get("ModelArn")}
 
@@ -82,6 +78,7 @@ class EndpointConfigStep(Step):
     kind = "endpoint-config"
     title = "SageMaker endpoint config"
     local_runner = "local_runners.endpoint_config:LocalEndpointConfigRunner"
+    resource = "arn:aws:states:::sagemaker:createEndpointConfig"
     result_fields = ("EndpointConfigArn",)
 
     def __init__(self, state_id: str, *, endpoint_config_name: str, model_name: str,
@@ -122,11 +119,6 @@ class EndpointConfigStep(Step):
             }
         body["Tags"] = list(ctx.tags)
         return body
-
-    def states(self, ctx: BuildContext, next_state: str) -> dict[str, dict[str, Any]]:
-        return {self.state_id: task_state(
-            "arn:aws:states:::sagemaker:createEndpointConfig", self.parameters(ctx),
-            self.result_key, next_state, self.comment, selector(self.result_fields))}
 
     def facts(self, output: dict[str, Any]) -> dict[str, Any]:
         return {"endpoint config": output.get("EndpointConfigArn")}

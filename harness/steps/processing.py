@@ -20,8 +20,6 @@ from harness.steps.base import (
     CodeAsset,
     Step,
     absolute,
-    selector,
-    task_state,
 )
 from harness.steps.sagemaker_job import SageMakerJob, resource_name
 
@@ -62,6 +60,7 @@ class ProcessingStep(SageMakerJob, Step):
     emulator_bridge = "cloud_runners.emulator.processing_bridge:ProcessingBridge"
     job_use = "processing"
     name_field = "ProcessingJobName"
+    resource = "arn:aws:states:::sagemaker:createProcessingJob.sync"
     result_fields = ("ProcessingJobName", "ProcessingJobArn", "ProcessingJobStatus",
                      "ProcessingOutputConfig")
 
@@ -122,13 +121,6 @@ class ProcessingStep(SageMakerJob, Step):
         uri = self._code_asset.uri
         return uri if self.source_dir is not None else uri.rsplit("/", 1)[0]
 
-    def output_uri(self, output_name: str) -> str:
-        for o in self.outputs:
-            if o.output_name == output_name:
-                return o.destination
-        raise ConfigError(f"step {self.state_id} has no output {output_name!r}",
-                          expected="one of " + ", ".join(o.output_name for o in self.outputs))
-
     def request(self, ctx: BuildContext) -> dict[str, Any]:
         def s3_input(name: str, uri: str, local: str) -> dict[str, Any]:
             return {"InputName": name, "S3Input": {
@@ -160,11 +152,8 @@ class ProcessingStep(SageMakerJob, Step):
         body["Tags"] = list(ctx.tags)
         return body
 
-    def states(self, ctx: BuildContext, next_state: str) -> dict[str, dict[str, Any]]:
-        return {self.state_id: task_state(
-            "arn:aws:states:::sagemaker:createProcessingJob.sync", self.parameters(ctx),
-            self.result_key, next_state, f"{self.comment} ({self.code_path})",
-            selector(self.result_fields))}
+    def state_comment(self) -> str:
+        return f"{self.comment} ({self.code_path})"
 
     def facts(self, output: dict[str, Any]) -> dict[str, Any]:
         outs = (output.get("ProcessingOutputConfig") or {}).get("Outputs") or []

@@ -19,8 +19,6 @@ from harness.steps.base import (
     CodeAsset,
     Step,
     absolute,
-    selector,
-    task_state,
 )
 from harness.steps.sagemaker_job import SageMakerJob, resource_name
 
@@ -85,6 +83,7 @@ class TrainingStep(SageMakerJob, Step):
     emulator_bridge = "cloud_runners.emulator.training_bridge:TrainingBridge"
     job_use = "training"
     name_field = "TrainingJobName"
+    resource = "arn:aws:states:::sagemaker:createTrainingJob.sync"
     result_fields = ("TrainingJobName", "ModelArtifacts", "FinalMetricDataList")
 
     def __init__(self, state_id: str, *, job_name: str, source_dir: str | Path,
@@ -154,11 +153,8 @@ class TrainingStep(SageMakerJob, Step):
             body["RoleArn"] = ctx.role
         return body
 
-    def states(self, ctx: BuildContext, next_state: str) -> dict[str, dict[str, Any]]:
-        return {self.state_id: task_state(
-            "arn:aws:states:::sagemaker:createTrainingJob.sync", self.parameters(ctx),
-            self.result_key, next_state, f"{self.comment} ({self.entry_point})",
-            selector(self.result_fields))}
+    def state_comment(self) -> str:
+        return f"{self.comment} ({self.entry_point})"
 
     def facts(self, output: dict[str, Any]) -> dict[str, Any]:
         out: dict[str, Any] = {

@@ -123,6 +123,13 @@ def test_the_graph_shows_every_step_where_it_runs(code, tmp_path):
     import matplotlib.image as mpimg
     assert mpimg.imread(png).shape[0] > 100
     assert "not met -> stop" in repr(g)
+    page = (tmp_path / "g.html")
+    g.save(page)
+    assert "<svg" in page.read_text() and "flowchart TD" in page.read_text()
+    g.save(tmp_path / "g.mmd")
+    assert (tmp_path / "g.mmd").read_text() == text
+    import json
+    assert json.loads(wf.to_json()) == wf.definition()
 
 
 def test_a_pipeline_module_is_loaded_by_path(tmp_path, code):

@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from harness.stages import GLUE_JOBS
 from pipeline_support import glue_jobs, pipeline, request, run_document, stage_code, stage_context
 
 from harness import uris
@@ -32,7 +33,7 @@ def make_ctx(step: str = "etl"):
     """The etl step's context: the pipeline's Glue job registered with the project's script
     as its ScriptLocation (a run registers it with the copy staged under <base>/code)."""
     job = WF.step("etl").job_definition(uris.file_uri(SCRIPT))
-    return stage_context(CFG, step, glue_jobs={job["Name"]: job})
+    return stage_context(CFG, step, registry={GLUE_JOBS: {job["Name"]: job}})
 
 
 def start_job_run(base: Path, h: int, w: int, k: int, job: str | None = None) -> dict:
@@ -73,7 +74,7 @@ def pipeline_run(spark, tmp_path_factory):
     assert jobs["mnist-etl"]["Command"]["ScriptLocation"] == \
         uris.join(base_uri, "code", "etl", "mnist_etl.py")
     req = request(WF, "etl", doc)
-    out = LocalEtlRunner().run(req, stage_context(CFG, "etl", glue_jobs=jobs))
+    out = LocalEtlRunner().run(req, stage_context(CFG, "etl", registry={GLUE_JOBS: jobs}))
     return base, prepared, req, out
 
 
