@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: install local-run run test test-fast e2e bench bench-serve runs help cloud-plan cloud-bootstrap cloud-run cloud-teardown
+.PHONY: install local-run run test test-fast e2e bench bench-serve bench-storm runs help cloud-plan cloud-bootstrap cloud-run cloud-teardown
 
 help:
 	@echo "make local-run   run the whole pipeline offline (installs into .venv first)"
@@ -15,6 +15,7 @@ help:
 	@echo "make e2e         whole pipelines end to end: local, on the embedded AWS emulator"
 	@echo "make bench       benchmarks -> bench/results.json"
 	@echo "make bench-serve serving latency/throughput -> bench/serve_results.json"
+	@echo "make bench-storm model server memory under ~20,000 connections -> bench/serve_storm_results.json"
 	@echo "make runs        list earlier runs"
 	@echo "make cloud-plan | cloud-bootstrap | cloud-run | cloud-teardown   the same on AWS"
 
@@ -52,6 +53,9 @@ bench: $(STAMP)
 
 bench-serve: $(STAMP)
 	$(BIN)/python -m bench.serve_bench $(ARGS)
+
+bench-storm: $(STAMP)
+	$(BIN)/python -m bench.serve_storm_bench $(ARGS)
 
 runs: $(STAMP)
 	$(BIN)/harness runs

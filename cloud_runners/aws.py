@@ -42,11 +42,15 @@ def region(cfg: PipelineConfig, session: boto3.session.Session) -> str:
     return session.region_name or cfg.cloud.region
 
 
-def client(session: boto3.session.Session, name: str, cfg: PipelineConfig) -> Any:
-    """A service client in the session's region (and at ``cloud.endpoint_url`` if set)."""
+def client(session: boto3.session.Session, name: str, cfg: PipelineConfig,
+           config: Any = None) -> Any:
+    """A service client in the session's region (and at ``cloud.endpoint_url`` if set);
+    ``config``: a ``botocore.config.Config`` (timeouts, retries)."""
     kw: dict[str, Any] = {"region_name": region(cfg, session)}
     if cfg.cloud.endpoint_url:
         kw["endpoint_url"] = cfg.cloud.endpoint_url
+    if config is not None:
+        kw["config"] = config
     return session.client(name, **kw)
 
 

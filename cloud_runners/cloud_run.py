@@ -10,32 +10,41 @@ business; this module knows no step by name.
 
 The run's record is the one every backend keeps (``record.json``: each step's status,
 timings, input, output and log, read from the execution's history for the steps inside
-the state machine) plus ``execution.json`` (the execution and all its events).
+the state machine: ``cloud_runners.execution_history``) plus ``execution.json`` (the
+execution and all its events). When the execution fails, the failed step's error is its
+job's own reason, and the failure names it.
+
+Ctrl-C (or SIGTERM, which the CLI turns into one) while the execution runs stops it
+(StopExecution, on AWS as on the emulator: nothing would follow it any more, and a run
+left going on AWS goes on costing), says so, records its last events, and the run is
+INTERRUPTED at the step that was running.
 """
 from __future__ import annotations
 
 import contextlib
-import json
 import time
-from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from cloud_runners import aws
+from cloud_runners.execution_history import ExecutionHistory
 from cloud_runners.preflight import preflight
 from cloud_runners.setup import CloudSetup
 from cloud_runners.stepfunctions import (
+    HistoryReader,
     console_url,
+    execution_arn_for,
     start_execution,
+    stop_execution,
     stream_events,
     upsert_state_machine,
 )
-from harness.asl import execution_input, state_to_step
+from harness.asl import execution_input
 from harness.backends import Backend
 from harness.config import PipelineConfig
 from harness.errors import ConfigError, HarnessError, StepFailed
 from harness.executor import RunRecorder, RunResult, raise_with_record, summarize
 from harness.placeholders import BASE_URI_KEY
-from harness.runs import RunRecord, RunStore, StepRecord, new_run_id, now_iso
+from harness.runs import RunRecord, RunStore, StepRecord, new_run_id
 from harness.stages import GLUE_JOBS
 from harness.storage import write_json_atomic
 from harness.tags import resource_tags
@@ -68,96 +77,6 @@ def create_workflow(wf, cfg: PipelineConfig, *, session=None, run_id: str = "boo
     setup = CloudSetup(cfg, session=session)
     setup.check()
     return deploy_workflow(wf, cfg, setup, run_id)[1]
-
-
-@dataclass
-class _History:
-    """Step records from an execution's events (what the Step Functions console shows)."""
-
-    wf: Any
-    record: RunRecord
-    recorder: RunRecorder
-    events: list[dict[str, Any]] = field(default_factory=list)
-    logs: dict[str, list[str]] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        self.owner = state_to_step(self.wf)
-        self.current: str | None = None
-
-    def _finish(self, name: str | None, status: str, when: str) -> None:
-        if name is None:
-            return
-        rec = self.record.step(name)
-        if rec.status == "RUNNING":
-            rec.status, rec.ended = status, when
-            rec.duration_s = _seconds(rec.started, when)
-            self._write_log(name)
-            self.recorder.save(self.record, rec)
-
-    def _write_log(self, name: str) -> None:
-        rec = self.record.step(name)
-        path = self.recorder.store.step_dir(self.record.run_id, name) / "log.txt"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("\n".join(self.logs.get(name, [])) + "\n")
-        rec.log = f"steps/{name}/log.txt"
-
-    def on_event(self, event: dict[str, Any]) -> None:
-        self.events.append(event)
-        step = self.owner.get(event.get("step") or "")
-        when = event["timestamp"]
-        if step is not None:
-            line = f"{when} {event['type']} {event.get('step')}"
-            if event.get("cause"):
-                line += f": {event.get('error')}: {event['cause']}"
-            self.logs.setdefault(step, []).append(line)
-        if step is not None and step != self.current and event["type"].endswith("Entered"):
-            self._finish(self.current, "SUCCEEDED", when)
-            self.current = step
-            rec = self.record.step(step)
-            rec.status, rec.started = "RUNNING", when
-            self.recorder.save(self.record, rec)
-        if step is None:
-            return
-        step_dir = self.recorder.store.step_dir(self.record.run_id, step)
-        if event["type"] == "TaskScheduled" and event.get("parameters") \
-                and not self.record.step(step).input:
-            write_json_atomic(step_dir / "input.json", _json(event["parameters"]))
-            self.record.step(step).input = f"steps/{step}/input.json"
-        if event["type"].endswith("StateExited") and event.get("output"):
-            key = self.wf.step(step).result_key
-            out = _json(event["output"])
-            if isinstance(out, dict) and key in out:
-                write_json_atomic(step_dir / "output.json", out[key])
-                self.record.step(step).output = f"steps/{step}/output.json"
-
-    def end(self, status: str, error: str | None) -> None:
-        when = now_iso()
-        if status == "SUCCEEDED":
-            self._finish(self.current, "SUCCEEDED", when)
-        elif self.current is not None:
-            rec = self.record.step(self.current)
-            if rec.status == "RUNNING":
-                rec.error = error
-            self._finish(self.current, "FAILED", when)
-
-
-def _json(text: str) -> Any:
-    try:
-        return json.loads(text)
-    except (TypeError, ValueError):
-        return text
-
-
-def _seconds(start: str | None, end: str | None) -> float | None:
-    import datetime as dt
-
-    try:
-        a, b = dt.datetime.fromisoformat(start), dt.datetime.fromisoformat(end)
-    except (TypeError, ValueError):
-        return None
-    if (a.tzinfo is None) != (b.tzinfo is None):
-        a, b = a.replace(tzinfo=None), b.replace(tzinfo=None)
-    return round((b - a).total_seconds(), 3)
 
 
 class CloudBackend(Backend):
@@ -216,39 +135,45 @@ class CloudBackend(Backend):
                 doc[step.result_key] = outputs[step.state_id]
             current = None
 
+        history = ExecutionHistory(wf, record, recorder, execution["events"])
+        state_machine: str | None = None
+        execution_arn: str | None = None
+        reader: HistoryReader | None = None
+        final: dict[str, Any] | None = None
+
+        def on_event(event: dict[str, Any]) -> None:
+            history.on_event(event)
+            took = f" ({event['duration_s']:.0f} s)" if event.get("duration_s") else ""
+            say(f"  {event['timestamp']}  {event['type']:<28} "
+                f"{event.get('step') or ''}{took}")
+
         try:
             on_client(wf.before_steps())
-            jobs, arn = deploy_workflow(wf, cfg, setup, run_id)
+            jobs, state_machine = deploy_workflow(wf, cfg, setup, run_id)
             say(f"code uploaded to {doc[BASE_URI_KEY]}/code; "
                 + "".join(f"Glue job {n} {a}; " for n, a in jobs.items())
-                + f"state machine {arn}")
+                + f"state machine {state_machine}")
             doc = execution_input(wf, run_id=run_id, bucket=setup.bucket,
                                   prefix=setup.run_prefix(run_id), inputs=inputs,
                                   before={s.state_id: outputs[s.state_id]
                                           for s in wf.before_steps()})
-            execution_arn = start_execution(cfg, session, arn, run_id, doc)
-            execution.update(state_machine=arn, execution=execution_arn, input=doc)
+            execution_arn = start_execution(cfg, session, state_machine, run_id, doc)
+            execution.update(state_machine=state_machine, execution=execution_arn, input=doc)
             write_json_atomic(run_dir / "execution.json", execution)
             say(f"execution {run_id}: {console_url(aws.region(cfg, session), execution_arn)}")
-            history = _History(wf, record, recorder, execution["events"])
-
-            def on_event(event: dict[str, Any]) -> None:
-                history.on_event(event)
-                took = f" ({event['duration_s']:.0f} s)" if event.get("duration_s") else ""
-                say(f"  {event['timestamp']}  {event['type']:<28} "
-                    f"{event.get('step') or ''}{took}")
-
+            reader = HistoryReader(session, execution_arn, cfg=cfg)
             final = stream_events(session, execution_arn, on_event,
-                                  poll_s=cfg.cloud.poll_seconds, cfg=cfg)
+                                  poll_s=cfg.cloud.poll_seconds, cfg=cfg, reader=reader)
             execution.update(status=final["status"], error=final.get("error"),
                              cause=final.get("cause"), output=final.get("output"))
             write_json_atomic(run_dir / "execution.json", execution)
-            history.end(final["status"], f"{final.get('error')}: {final.get('cause')}")
+            reason = history.end(final)
             if final["status"] != "SUCCEEDED":
                 current = history.current
                 raise StepFailed(current or "execution",
-                                 f"execution {final['status']} at step '{current}': "
-                                 f"{final.get('error') or ''}: {final.get('cause') or ''}")
+                                 f"execution {final['status']} at step '{current}': {reason}",
+                                 hint=f"the step's events and the whole cause: harness show "
+                                 f"{run_id} --step {current}" if current else None)
             if isinstance(final.get("output"), dict):
                 doc = final["output"]
             for s in wf.machine_steps():
@@ -257,6 +182,11 @@ class CloudBackend(Backend):
             on_client(wf.after_steps())
         except BaseException as exc:
             resources.close()
+            if isinstance(exc, KeyboardInterrupt) and state_machine is not None \
+                    and final is None:
+                _stop_interrupted(session, cfg, record, execution,
+                                  execution_arn or execution_arn_for(state_machine, run_id),
+                                  reader, on_event, history, say)
             recorder.fail(wf, record, exc, current, None)
             execution.update(status=execution.get("status") if execution.get("status")
                              not in ("RUNNING", "SUCCEEDED") else "FAILED",
@@ -264,9 +194,50 @@ class CloudBackend(Backend):
                                  exc.message if isinstance(exc, HarnessError) else str(exc)))
             write_json_atomic(run_dir / "execution.json", execution)
             raise_with_record(exc, record)
-        record.status = "SUCCEEDED"
-        record.ended = now_iso()
-        store.save(record)
+        recorder.finish(record)
         summary = summarize(wf, record, outputs, run_dir, time.perf_counter() - t_run)
         write_json_atomic(run_dir / "summary.json", summary)
         return RunResult(record, summary, run_dir, resources, outputs)
+
+
+def _stop_interrupted(session: Any, cfg: PipelineConfig, record: RunRecord,
+                      execution: dict[str, Any], execution_arn: str,
+                      reader: HistoryReader | None, on_event: Callable[[dict[str, Any]], None],
+                      history: ExecutionHistory, say: Callable[[str], None]) -> None:
+    """Ctrl-C (or SIGTERM) while the execution runs: nobody will follow it any more, so it
+    is stopped -- on AWS too, where a run left behind would go on costing (its training
+    job, its endpoint) with no record following it. Its last events go into the record;
+    the recorder then marks the running step and the run INTERRUPTED."""
+    run_id = record.run_id
+    where = "the emulator" if cfg.backend == "emulator" else "AWS"
+    say(f"interrupted: stopping execution {run_id} on {where} (StopExecution)")
+    try:
+        status = stop_execution(session, execution_arn, cfg=cfg, error="Interrupted",
+                                cause=f"run {run_id} was interrupted on the client "
+                                "(Ctrl-C or a termination signal)")
+    except HarnessError as e:
+        url = console_url(aws.region(cfg, session), execution_arn)
+        say(f"could not stop execution {run_id}: {e.message} It may still be running: {url}")
+        record.error = (f"interrupted (Ctrl-C or a termination signal); stopping execution "
+                        f"{execution_arn} failed, it may still be running")
+        execution.update(status="UNKNOWN", error=record.error)
+        return
+    if status is None:
+        say(f"execution {run_id} had not started; nothing to stop")
+        return
+    try:
+        (reader or HistoryReader(session, execution_arn, cfg=cfg)).read(on_event)
+    except Exception as e:  # noqa: BLE001 -- the record keeps what was read before
+        say(f"the last events of execution {run_id} could not be read: {e}")
+    history.interrupted()
+    state = "stopped" if status != "RUNNING" else "stopping (StopExecution accepted)"
+    if cfg.backend == "emulator":
+        say(f"execution {run_id} {state} ({status}); the job of the step that was running "
+            "stops with the emulator")
+    else:
+        say(f"execution {run_id} {state} ({status}); Step Functions stops the job of the "
+            "step that was running; what the run created before stays (harness cloud "
+            "teardown removes it)")
+    record.error = f"interrupted (Ctrl-C or a termination signal); execution {status}"
+    execution.update(execution=execution_arn, status=status, error="Interrupted",
+                     cause=f"run {run_id} was interrupted on the client")

@@ -1,4 +1,5 @@
-"""The pipeline on AWS Step Functions: create/update the state machine, start, stream events.
+"""The pipeline on AWS Step Functions: create/update the state machine, start, stream
+events (``HistoryReader``: one execution's events, each once), stop.
 
 The definition is the workflow compiled by ``harness.asl`` (the same requests as the local
 runs), with the SageMaker execution role in its requests; the state machine itself runs
@@ -23,11 +24,14 @@ _STATE_EVENTS = ("StateEntered", "StateExited")
 
 
 def _client(session: boto3.session.Session, cfg: PipelineConfig | None,
-            arn: str | None = None) -> Any:
+            arn: str | None = None, config: Any = None) -> Any:
     if cfg is not None:
-        return aws.client(session, "stepfunctions", cfg)
+        return aws.client(session, "stepfunctions", cfg, config)
+    kw: dict[str, Any] = {"config": config} if config is not None else {}
     region = arn.split(":")[3] if arn and arn.count(":") >= 4 else None
-    return session.client("stepfunctions", **({"region_name": region} if region else {}))
+    if region:
+        kw["region_name"] = region
+    return session.client("stepfunctions", **kw)
 
 
 def find_state_machine(sfn: Any, name: str) -> str | None:
@@ -92,53 +96,72 @@ def _details(event: dict[str, Any]) -> dict[str, Any]:
     return {}
 
 
-def stream_events(session: boto3.session.Session, execution_arn: str,
-                  on_event: Callable[[dict[str, Any]], None], poll_s: float = 5.0, *,
-                  cfg: PipelineConfig | None = None, timeout_s: float | None = None
-                  ) -> dict[str, Any]:
-    """Call ``on_event`` for every new history event until the execution ends.
+class HistoryReader:
+    """One execution's history events, read in order, each handed on once.
 
     Each event: ``{"id", "type", "timestamp" (ISO), "step" (the state it belongs to),
-    "duration_s" (on StateExited), "error", "cause" (on failures)}``. Returns the final
+    "duration_s" (on StateExited), "error", "cause" (on failures), "input", "output",
+    "parameters" (when the event has them)}``. ``read`` can be called again (while the
+    execution runs, or once more after it was stopped) and hands on only what is new.
+    """
+
+    def __init__(self, session: boto3.session.Session, execution_arn: str, *,
+                 cfg: PipelineConfig | None = None):
+        self.sfn = _client(session, cfg, execution_arn)
+        self.execution_arn = execution_arn
+        self.last_id = 0
+        self.current_step: str | None = None
+        self.entered: dict[str, float] = {}
+
+    def read(self, on_event: Callable[[dict[str, Any]], None]) -> None:
+        kw: dict[str, Any] = {"executionArn": self.execution_arn, "maxResults": 1000,
+                              "reverseOrder": False}
+        while True:
+            page = self.sfn.get_execution_history(**kw)
+            for ev in page.get("events", []):
+                if ev["id"] <= self.last_id:
+                    continue
+                self.last_id = ev["id"]
+                on_event(self._event(ev))
+            if not page.get("nextToken"):
+                return
+            kw["nextToken"] = page["nextToken"]
+
+    def _event(self, ev: dict[str, Any]) -> dict[str, Any]:
+        details = _details(ev)
+        ts = ev["timestamp"]
+        out: dict[str, Any] = {"id": ev["id"], "type": ev["type"],
+                               "timestamp": ts.isoformat() if hasattr(ts, "isoformat")
+                               else str(ts)}
+        if ev["type"].endswith(_STATE_EVENTS) and "name" in details:
+            self.current_step = details["name"]
+            if ev["type"].endswith("StateEntered") and hasattr(ts, "timestamp"):
+                self.entered[self.current_step] = ts.timestamp()
+            elif self.current_step in self.entered and hasattr(ts, "timestamp"):
+                out["duration_s"] = round(ts.timestamp() - self.entered[self.current_step], 3)
+        out["step"] = None if ev["type"].startswith("Execution") else self.current_step
+        if "error" in details or "cause" in details:
+            out["error"], out["cause"] = details.get("error"), details.get("cause")
+        for key in ("input", "output", "parameters"):
+            if isinstance(details.get(key), str):
+                out[key] = details[key]
+        return out
+
+
+def stream_events(session: boto3.session.Session, execution_arn: str,
+                  on_event: Callable[[dict[str, Any]], None], poll_s: float = 5.0, *,
+                  cfg: PipelineConfig | None = None, timeout_s: float | None = None,
+                  reader: HistoryReader | None = None) -> dict[str, Any]:
+    """Call ``on_event`` for every new history event until the execution ends (the events:
+    ``HistoryReader``; pass one to read on after this returns or raises). Returns the final
     ``DescribeExecution`` (JSON-able, ``input``/``output`` parsed).
     """
-    sfn = _client(session, cfg, execution_arn)
-    last_id = 0
-    current_step: str | None = None
-    entered: dict[str, float] = {}
+    reader = reader or HistoryReader(session, execution_arn, cfg=cfg)
     deadline = None if timeout_s is None else time.monotonic() + timeout_s
     while True:
         # Read the status first: events written before it ended are then all in the history.
-        described = sfn.describe_execution(executionArn=execution_arn)
-        kw: dict[str, Any] = {"executionArn": execution_arn, "maxResults": 1000,
-                              "reverseOrder": False}
-        while True:
-            page = sfn.get_execution_history(**kw)
-            for ev in page.get("events", []):
-                if ev["id"] <= last_id:
-                    continue
-                last_id = ev["id"]
-                details = _details(ev)
-                ts = ev["timestamp"]
-                out: dict[str, Any] = {"id": ev["id"], "type": ev["type"],
-                                       "timestamp": ts.isoformat() if hasattr(ts, "isoformat")
-                                       else str(ts)}
-                if ev["type"].endswith(_STATE_EVENTS) and "name" in details:
-                    current_step = details["name"]
-                    if ev["type"].endswith("StateEntered") and hasattr(ts, "timestamp"):
-                        entered[current_step] = ts.timestamp()
-                    elif current_step in entered and hasattr(ts, "timestamp"):
-                        out["duration_s"] = round(ts.timestamp() - entered[current_step], 3)
-                out["step"] = None if ev["type"].startswith("Execution") else current_step
-                if "error" in details or "cause" in details:
-                    out["error"], out["cause"] = details.get("error"), details.get("cause")
-                for key in ("input", "output", "parameters"):
-                    if isinstance(details.get(key), str):
-                        out[key] = details[key]
-                on_event(out)
-            if not page.get("nextToken"):
-                break
-            kw["nextToken"] = page["nextToken"]
+        described = reader.sfn.describe_execution(executionArn=execution_arn)
+        reader.read(on_event)
         if described["status"] in END_STATUSES:
             break
         if deadline is not None and time.monotonic() >= deadline:
@@ -152,6 +175,39 @@ def stream_events(session: boto3.session.Session, execution_arn: str,
             except ValueError:
                 pass
     return final
+
+
+def execution_arn_for(state_machine_arn: str, name: str) -> str:
+    """The ARN an execution named ``name`` of the state machine has (or will have)."""
+    return state_machine_arn.replace(":stateMachine:", ":execution:", 1) + f":{name}"
+
+
+def stop_execution(session: boto3.session.Session, execution_arn: str, *,
+                   cfg: PipelineConfig | None = None, error: str = "Interrupted",
+                   cause: str = "", settle_s: float = 5.0) -> str | None:
+    """``StopExecution`` (what the console's Stop button does: Step Functions also stops
+    the job a ``.sync`` task was waiting for); the execution's status afterwards, or None
+    when there is no such execution. Quick to give up (a Ctrl-C is waiting on it); a
+    HarnessError when the call fails."""
+    from botocore.config import Config
+    from botocore.exceptions import BotoCoreError
+
+    sfn = _client(session, cfg, execution_arn,
+                  Config(connect_timeout=3, read_timeout=10, retries={"total_max_attempts": 2}))
+    try:
+        sfn.stop_execution(executionArn=execution_arn, error=error[:256], cause=cause[:32768])
+        deadline = time.monotonic() + settle_s
+        while True:  # AWS answers ABORTED at once; the emulator once its worker has seen it
+            status = sfn.describe_execution(executionArn=execution_arn)["status"]
+            if status != "RUNNING" or time.monotonic() >= deadline:
+                return status
+            time.sleep(0.1)
+    except ClientError as e:
+        if aws.error_code(e) == "ExecutionDoesNotExist":
+            return None
+        raise _error("StopExecution", execution_arn, e) from None
+    except BotoCoreError as e:
+        raise HarnessError(f"Step Functions StopExecution {execution_arn} failed: {e}") from None
 
 
 def console_url(region: str, execution_arn: str) -> str:

@@ -36,17 +36,23 @@ from harness.progress import RichProgress  # noqa: E402
 from harness.runs import RunStore, StepRecord  # noqa: E402
 
 STATUS_STYLE = {"SUCCEEDED": "green", "REUSED": "cyan", "FAILED": "bold red",
-                "RUNNING": "yellow", "PENDING": "dim"}
+                "RUNNING": "yellow", "PENDING": "dim", "INTERRUPTED": "magenta"}
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for item in args.set or []:
-        if "=" not in item:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
             raise ConfigError("a --set value must look like section.field=value",
                               field="--set", got=item)
-        key, value = item.split("=", 1)
-        out[key.strip()] = yaml.safe_load(value)
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as e:
+            problem = str(e).splitlines()[0]
+            raise ConfigError(f"the value is not valid YAML ({problem})", field=key.strip(),
+                              got=value, expected="a YAML scalar, list or mapping, e.g. "
+                              "0.99, true, [1, 2] or '\"a: b\"' in quotes") from None
     if getattr(args, "backend", None):
         out["backend"] = args.backend
     if getattr(args, "data", None):
@@ -61,7 +67,37 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _cfg(args: argparse.Namespace):
+    if getattr(args, "resume", None):
+        return _resume_cfg(args)
     return load_config(args.config, _overrides(args))
+
+
+def _resume_cfg(args: argparse.Namespace):
+    """A resumed run starts from the earlier run's own configuration (its config.json:
+    data source, runs folder, pipeline, every value); the flags given now override only
+    what they name."""
+    from harness.config import parse_config, set_dotted
+    from harness.storage import read_json
+
+    if args.config:
+        raise ConfigError("--resume uses the run's own configuration (its config.json)",
+                          field="--config", expected="no --config with --resume; change single "
+                          "values with --set section.field=value")
+    overrides = _overrides(args)
+    located = load_config(None, {k: v for k, v in overrides.items() if k == "runs_dir"})
+    store = RunStore(located.runs_path())
+    store.load(args.resume)  # a clear error when there is no such run
+    stored = store.run_dir(args.resume) / "config.json"
+    if not stored.exists():
+        return load_config(None, overrides)  # a run from before configs were stored
+    data = read_json(stored)
+    if not isinstance(data, dict):
+        raise ConfigError("not a stored configuration", file=str(stored),
+                          expected="a JSON object")
+    data["runs_dir"] = str(located.runs_path())
+    for key, value in overrides.items():
+        set_dotted(data, key, value)
+    return parse_config(data, str(stored))
 
 
 # --------------------------------------------------------------------------- run
@@ -71,14 +107,18 @@ def _workflow(cfg):
 
 
 def cmd_run(args: argparse.Namespace, console: Console) -> int:
+    local_only = args.resume or getattr(args, "from_step", None) or args.keep_serving
+    if local_only and args.backend not in (None, "local"):
+        raise ConfigError("--resume, --from and --keep-serving apply to the local backend only",
+                          field="--backend", expected="local")
     cfg = _cfg(args)
-    if cfg.backend != "local" and (args.resume or getattr(args, "from_step", None)
-                                   or args.keep_serving):
+    if cfg.backend != "local" and local_only:
         raise ConfigError("--resume, --from and --keep-serving apply to the local backend only",
                           field="--backend", expected="local")
     return cmd_run_workflow(cfg, _workflow(cfg), console, resume=args.resume,
                             from_step=getattr(args, "from_step", None),
-                            config_file=args.config)
+                            config_file=args.config or (
+                                f"stored with run {args.resume}" if args.resume else None))
 
 
 def cmd_run_workflow(cfg, wf, console: Console, *, resume: str | None = None,
@@ -136,13 +176,17 @@ def _print_error(console: Console, title: str, message: str) -> None:
 
 def _print_failure(console: Console, exc: HarnessError, record) -> None:
     title = "Pipeline failed"
-    if record is not None and record.status == "FAILED" and record.failed_step:
+    if record is not None and record.status == "INTERRUPTED":
+        title = "Interrupted"
+    elif record is not None and record.status == "FAILED" and record.failed_step:
         title += f" at step '{record.failed_step}' of run {record.run_id}"
     _print_error(console, title, str(exc))
     if record is not None:
-        console.print(f"Record: {record.run_id}  (harness show {record.run_id})")
+        console.print(f"Record: {record.run_id}  (harness show {record.run_id})",
+                      soft_wrap=True)
         if record.resume_command:
-            console.print(f"Resume with: [bold]{record.resume_command}[/bold]")
+            console.print(Text("Resume with: ") + Text(record.resume_command, style="bold"),
+                          soft_wrap=True)
 
 
 def _value(v: Any) -> str:
@@ -202,14 +246,19 @@ def cmd_runs(args: argparse.Namespace, console: Console) -> int:
     table.add_column("pipeline")
     table.add_column("headline metric")
     for run_id in ids:
-        rec = store.load(run_id)
-        summary = store.summary(run_id) or {}
+        try:
+            rec = store.load(run_id)
+            summary = store.summary(run_id) or {}
+        except HarnessError as exc:
+            table.add_row(run_id, "[bold red]UNREADABLE[/bold red]", "", "", "",
+                          exc.problem)
+            continue
         metrics = summary.get("metrics") or {}
         name, value = next(iter(metrics.items()), ("", None))
         style = STATUS_STYLE.get(rec.status, "")
         status = rec.status + (f" at {rec.failed_step}" if rec.failed_step else "")
         table.add_row(run_id, f"[{style}]{status}[/{style}]", rec.backend,
-                      rec.started[:19].replace("T", " "), rec.workflow or "",
+                      str(rec.started or "")[:19].replace("T", " "), rec.workflow or "",
                       f"{name} {value:.4f}" if isinstance(value, (int, float)) else "")
     console.print(table)
     return 0
@@ -248,7 +297,8 @@ def cmd_show(args: argparse.Namespace, console: Console) -> int:
     if rec.resumed_from:
         console.print(f"Resumed from: {rec.resumed_from}")
     if rec.resume_command:
-        console.print(f"Resume with: [bold]{rec.resume_command}[/bold]")
+        console.print(Text("Resume with: ") + Text(rec.resume_command, style="bold"),
+                      soft_wrap=True)
     summary = store.summary(rec.run_id)
     if summary:
         console.print_json(json.dumps(summary))
@@ -308,6 +358,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--poll-seconds", type=float, help="serve newer <version>/ dirs as they appear")
     serve.add_argument("--capture-dir", help="write SageMaker-format data capture here")
     serve.add_argument("--capture-percent", type=float, default=100.0)
+    serve.add_argument("--no-input-range-check", action="store_true",
+                       help="answer inputs outside the range the model declares (default: "
+                       "400, e.g. pixels outside [0, 1])")
     serve.add_argument("--server", choices=["embedded", "tf-serving-container"],
                        help="default: deploy.server (embedded; the TF Serving container needs "
                        "a Docker engine)")
@@ -352,7 +405,8 @@ def cmd_serve(args: argparse.Namespace, console: Console) -> int:
                              batch_timeout_micros=d.batch_timeout_micros,
                              capture_dir=args.capture_dir,
                              capture_percent=args.capture_percent,
-                             version_poll_seconds=args.poll_seconds)
+                             version_poll_seconds=args.poll_seconds,
+                             check_input_range=not args.no_input_range_check)
     return serve(args.served, RunStore(cfg.runs_path()), args.server or d.server,
                  args.model_name or d.model_name, options, console)
 
@@ -389,16 +443,27 @@ def cmd_cloud(args: argparse.Namespace, console: Console) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The CLI's one boundary: a mistake a user can make is a message and an exit code
+    (2 for configuration, 1 for a failed run, 130 for an interruption); anything else is
+    an internal error whose traceback goes to a log file, never to the console."""
+    from harness.cli_errors import internal_error, terminate_as_interrupt
+
     args = build_parser().parse_args(argv)
     console = Console()
     try:
-        return args.func(args, console)
+        with terminate_as_interrupt():
+            return args.func(args, console)
     except HarnessError as exc:
         _print_error(console, "Error", str(exc))
         return exc.exit_code
     except KeyboardInterrupt:
         console.print("Interrupted.")
         return 130
+    except BrokenPipeError:
+        return 1
+    except Exception as exc:  # noqa: BLE001 — the boundary: no traceback on the console
+        _print_error(console, "Internal error", internal_error(exc, args))
+        return 70
 
 
 if __name__ == "__main__":

@@ -34,6 +34,9 @@ class DataConfig(_Section):
     seed: int = 42
     validation_fraction: float = Field(0.1, gt=0, lt=0.5)
     test_fraction: float = Field(0.1, gt=0, lt=0.5)
+    # The gate judges the model on the test split: fewer examples of a class than this
+    # and the run stops before any work (0 turns the check off).
+    min_test_per_class: int = Field(10, ge=0)
 
 
 class EtlConfig(_Section):
@@ -193,11 +196,15 @@ def parse_config(data: dict[str, Any], source: str = "<config>") -> PipelineConf
 def set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
     """Apply a ``section.field=value`` override (value parsed as YAML)."""
     parts = dotted.split(".")
+    if not all(parts):
+        raise ConfigError("an override names a field as section.field", field=dotted,
+                          expected="e.g. evaluate.threshold (no empty parts)")
     node = data
     for part in parts[:-1]:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
-            raise ConfigError(f"cannot set '{dotted}': '{part}' is not a section", field=dotted)
+            raise ConfigError(f"cannot set '{dotted}': '{part}' is not a section", field=dotted,
+                              expected=f"'{part}' to be a mapping of fields", got=node)
     node[parts[-1]] = value
 
 
@@ -210,14 +217,21 @@ def load_config(path: str | os.PathLike | None = None, overrides: dict[str, Any]
         cfg_path = Path(path) if path is not None else DEFAULT_CONFIG
         source = str(cfg_path)
         try:
-            text = cfg_path.read_text()
+            text = cfg_path.read_text(encoding="utf-8")
         except OSError as e:
             raise ConfigError(f"cannot read the configuration file ({e.strerror})",
                               file=source) from None
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"not UTF-8 text (byte {e.start} cannot be decoded)",
+                              file=source, expected="a YAML file in UTF-8") from None
         try:
             data = yaml.safe_load(text) or {}
         except yaml.YAMLError as e:
             raise ConfigError(f"not valid YAML: {e}", file=source) from None
+        if not isinstance(data, dict):
+            raise ConfigError("the configuration must be a mapping of sections", file=source,
+                              expected="sections such as data:, etl:, train:",
+                              got=type(data).__name__)
     for key, value in (overrides or {}).items():
         set_dotted(data, key, value)
     return parse_config(data, source)

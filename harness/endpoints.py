@@ -23,6 +23,7 @@ from typing import Any
 
 from harness.errors import ConfigError
 from harness.inference_client import EndpointClient
+from harness.option_checks import check_host, check_number, check_percent, check_port
 from harness.progress import Progress
 
 # The local implementations, by ``deploy.server`` value. The SageMaker endpoint is made by
@@ -40,7 +41,8 @@ API_TF_SERVING = "tf-serving"     # POST /v1/models/<name>:predict, GET /v1/mode
 @dataclass(frozen=True)
 class ServingOptions:
     """What every local implementation is started with (from ``deploy`` config or the
-    CreateModel request's SAGEMAKER_TFS_* environment)."""
+    CreateModel request's SAGEMAKER_TFS_* environment); checked on construction
+    (``ConfigError`` naming the option: a port above 65535, a poll interval <= 0, ...)."""
 
     host: str = "127.0.0.1"
     port: int = 0                              # 0: any free port
@@ -52,8 +54,22 @@ class ServingOptions:
     variant_name: str = "AllTraffic"
     version_poll_seconds: float | None = None  # serve newer <version>/ dirs as they appear
     # (the TF Serving container always polls its model dir: once a second unless set)
+    check_input_range: bool = True             # 400 for inputs outside the range the model
+    # declares (<version>/assets.extra/input_ranges.json; embedded server only)
 
     def __post_init__(self) -> None:
+        """Reject values that would misbehave later (ConfigError naming the option)."""
+        check_host(self.host, "host")
+        check_port(self.port, "port")
+        check_number(self.max_batch_size, "max_batch_size", minimum=0, integer=True,
+                     unset="batching off", note="0 turns batching off too")
+        check_number(self.batch_timeout_micros, "batch_timeout_micros", minimum=0, integer=True)
+        check_percent(self.capture_percent, "capture_percent")
+        check_number(self.version_poll_seconds, "version_poll_seconds", minimum=0.01,
+                     maximum=86400, unit="seconds", unset="no polling")
+        if not isinstance(self.check_input_range, bool):
+            raise ConfigError("check_input_range is not a boolean", field="check_input_range",
+                              expected="true or false", got=self.check_input_range)
         if not self.max_batch_size:           # 0 means off, as deploy.max_batch_size says
             object.__setattr__(self, "max_batch_size", None)
 

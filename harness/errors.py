@@ -54,3 +54,9 @@ class StepFailed(HarnessError):
 
 class GateFailed(HarnessError):
     """The evaluation gate stopped the pipeline: the model is below the threshold."""
+
+
+class Interrupted(HarnessError):
+    """The run was stopped by Ctrl-C or a termination signal; it can be resumed."""
+
+    exit_code = 130

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import shlex
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any, Callable
 
 from harness.backends import Backend, load
 from harness.config import PipelineConfig
-from harness.errors import ConfigError, GateFailed, HarnessError, StepFailed
+from harness.errors import ConfigError, GateFailed, HarnessError, Interrupted, StepFailed
 from harness.placeholders import BASE_URI_KEY, RUN_ID_KEY, resolve
 from harness.progress import NullProgress, Progress
 from harness.runs import RunRecord, RunStore, StepRecord, new_run_id, now_iso
@@ -60,6 +61,9 @@ class RunResult:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+INTERRUPTED = "interrupted (Ctrl-C or a termination signal)"
 
 
 def step_logger(run_id: str, step: str, path: Path) -> logging.Logger:
@@ -246,7 +250,17 @@ class RunRecorder:
 
     def fail(self, wf, record: RunRecord, exc: BaseException, current: str | None,
              resume_command: Callable[[str], str] | None) -> None:
-        """Record the failure: the failed step, the error, how to resume."""
+        """Record the failure (or the interruption): the step, the error, how to resume;
+        let go of the run's lock."""
+        if isinstance(exc, (KeyboardInterrupt, Interrupted)):
+            record.mark_interrupted(INTERRUPTED)
+            if record.failed_step is None and current is not None:
+                record.failed_step = current
+            if resume_command is not None and record.failed_step is not None:
+                record.resume_command = resume_command(record.failed_step)
+            self.store.save(record)
+            self.store.release(record.run_id)
+            return
         failed = next((s for s in record.steps if s.status == "RUNNING"), None)
         if failed is None and current is not None:
             failed = record.step(current)  # e.g. a gate that stopped the run
@@ -262,16 +276,41 @@ class RunRecorder:
             if resume_command is not None:
                 record.resume_command = resume_command(wf.step(failed.name).resume_step().state_id)
         self.store.save(record)
+        self.store.release(record.run_id)
+
+    def finish(self, record: RunRecord) -> None:
+        """The run succeeded: say so in the record and let go of its lock."""
+        record.status = "SUCCEEDED"
+        record.ended = now_iso()
+        self.store.save(record)
+        self.store.release(record.run_id)
 
 
 def raise_with_record(exc: BaseException, record: RunRecord) -> None:
     """Re-raise a run's failure as a HarnessError that carries the record."""
+    if isinstance(exc, KeyboardInterrupt):
+        where = f" at step '{record.failed_step}'" if record.failed_step else ""
+        said = record.error if record.error and record.error != INTERRUPTED else None
+        err = Interrupted(f"run {record.run_id} was interrupted{where}"
+                          + (f" ({said})" if said else ""))
+        err.run_record = record  # type: ignore[attr-defined]
+        raise err from None
     if isinstance(exc, HarnessError) and not isinstance(exc, (StepFailed, GateFailed)):
         err = StepFailed(record.failed_step or "setup", str(exc))
         err.run_record = record  # type: ignore[attr-defined]
         raise err from exc
     if isinstance(exc, HarnessError):
         exc.run_record = record  # type: ignore[attr-defined]
+        raise exc
+    if isinstance(exc, Exception):
+        # an error inside a step (the user's script, a library): the step failed; its
+        # traceback is in the step's log, not on the console
+        step = record.failed_step or "setup"
+        err = StepFailed(step, f"{type(exc).__name__}: {exc}",
+                         hint=f"the traceback is in the step's log: harness show "
+                         f"{record.run_id} --step {step}")
+        err.run_record = record  # type: ignore[attr-defined]
+        raise err from exc
     raise exc
 
 
@@ -291,17 +330,20 @@ class LocalExecutor:
         self.record: RunRecord | None = None  # the run being executed (or last executed)
 
     def _resume_command(self, run_id: str, step: str) -> str:
+        """A command that continues this very run: resume reads the run's own stored
+        configuration (config.json), so only the runs folder must be named."""
         cmd = "harness run"
-        if self.config_file:
-            cmd += f" --config {self.config_file}"
-        if self.cfg.pipeline != type(self.cfg).model_fields["pipeline"].default:
-            cmd += f" --pipeline {self.cfg.pipeline}"
+        if self.cfg.runs_dir != type(self.cfg).model_fields["runs_dir"].default:
+            cmd += f" --runs-dir {shlex.quote(str(self.cfg.runs_path()))}"
         return cmd + f" --resume {run_id} --from {step}"
 
     def _reused(self, resume: str, from_step: str | None
                 ) -> dict[str, tuple[Any, dict[str, Any]]]:
         """{step: (its earlier input, output)} for the steps before the resume point."""
         old = self.store.load(resume)
+        if old.status == "RUNNING":
+            raise HarnessError(f"run {resume} is still running (another harness process "
+                               "holds it); wait for it or stop it first", field="--resume")
         names = [s.state_id for s in self.wf.main_path]
         start = from_step or old.failed_step
         if start is None:
@@ -386,9 +428,7 @@ class LocalExecutor:
             self.recorder.fail(wf, record, exc, current,
                                lambda at: self._resume_command(run_id, at))
             raise_with_record(exc, record)
-        record.status = "SUCCEEDED"
-        record.ended = now_iso()
-        self.store.save(record)
+        self.recorder.finish(record)
         summary = summarize(wf, record, outputs, run_dir, time.perf_counter() - t_run)
         write_json_atomic(run_dir / "summary.json", summary)
         return RunResult(record, summary, run_dir, resources, outputs)

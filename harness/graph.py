@@ -184,15 +184,22 @@ class WorkflowGraph:
                 f"{html.escape(self.mermaid)}</pre></details></figure>")
 
     def save(self, path) -> str:
+        """Write the graph; the format follows the suffix (.mmd, .html, .png, else SVG)."""
         from pathlib import Path
 
+        from harness.errors import HarnessError
+
         p = Path(path)
-        if p.suffix == ".mmd":
-            p.write_text(self.mermaid)
-        elif p.suffix == ".html":
-            p.write_text(self.html())
-        elif p.suffix == ".png":
-            p.write_bytes(image(self.workflow, self.statuses, "png"))
-        else:
-            p.write_text(self.svg())
+        try:
+            if p.suffix == ".mmd":
+                p.write_text(self.mermaid)
+            elif p.suffix == ".html":
+                p.write_text(self.html())
+            elif p.suffix == ".png":
+                p.write_bytes(image(self.workflow, self.statuses, "png"))
+            else:
+                p.write_text(self.svg())
+        except OSError as e:
+            raise HarnessError(f"cannot write the graph ({e.strerror})", file=str(p),
+                               expected="a path in a folder this user can write") from None
         return str(p)

@@ -7,6 +7,7 @@ Image size and class count are read from the files, never assumed.
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import struct
 import zlib
@@ -39,41 +40,75 @@ def _read_bytes(path: Path) -> bytes:
         try:
             return gzip.decompress(raw)
         except (OSError, EOFError, zlib.error) as e:
-            raise DataError(f"corrupt or truncated gzip data ({e})", file=str(path)) from None
+            raise DataError(f"corrupt or truncated gzip data ({e})", file=str(path),
+                            expected="a complete gzip stream holding one IDX file") from None
     return raw
+
+
+def _check_magic(path: Path, data: bytes, expect_ndim: int | None) -> tuple[int, int]:
+    """Validate the 4-byte magic number; return (type code, number of dimensions)."""
+    if len(data) < 4:
+        raise DataError("file is empty or truncated before the magic number", file=str(path),
+                        field="magic number (bytes 0-3)",
+                        expected="a 4-byte IDX magic number", got=f"{len(data)} bytes")
+    zero, type_code, ndim = struct.unpack(">HBB", data[:4])
+    if zero != 0:
+        raise DataError("wrong magic number: not an IDX file", file=str(path),
+                        field="magic number (bytes 0-1)",
+                        expected="0x0000 followed by a type byte in "
+                        + ", ".join(f"0x{t:02X}" for t in _DTYPES) + " and a dimension count",
+                        got=data[:4].hex())
+    if type_code not in _DTYPES:
+        raise DataError(f"wrong magic number: unknown data type code 0x{type_code:02X}",
+                        file=str(path), field="data type code (byte 2 of the magic number)",
+                        expected="one of " + ", ".join(
+                            f"0x{t:02X} ({d.kind}{d.itemsize * 8})" for t, d in _DTYPES.items()),
+                        got=data[:4].hex())
+    if ndim == 0:
+        raise DataError("wrong magic number: the dimension count is 0", file=str(path),
+                        field="dimension count (byte 3 of the magic number)",
+                        expected="at least 1 dimension", got=data[:4].hex())
+    if expect_ndim is not None and ndim != expect_ndim:
+        raise DataError(f"magic number says {ndim} dimension(s)", file=str(path),
+                        field="dimension count (byte 3 of the magic number)",
+                        expected=f"{expect_ndim} dimension(s) "
+                        f"({'images: count, rows, columns' if expect_ndim == 3 else 'labels: count'})",
+                        got=data[:4].hex())
+    return type_code, ndim
+
+
+def _check_dims(path: Path, dims: tuple[int, ...], itemsize: int, have: int) -> None:
+    """Every size after the first (the item count) must be positive, and the sizes must
+    account for exactly the data bytes present. Computed with Python integers: a product
+    of uint32 sizes cannot overflow here."""
+    for i, size in enumerate(dims[1:], start=2):
+        if size == 0:
+            raise DataError("the header declares a size of 0", file=str(path),
+                            field=f"dimension {i} of the header",
+                            expected="a size of at least 1", got=0)
+    need = math.prod(dims) * itemsize
+    if have != need:
+        what = "truncated" if have < need else "longer than its header says"
+        raise DataError(f"file is {what}: header declares shape {tuple(dims)}", file=str(path),
+                        field=("dimension 1 of the header" if len(dims) == 1
+                               else f"dimensions 1-{len(dims)} of the header"),
+                        expected=f"{need} data bytes", got=f"{have} data bytes")
 
 
 def read_idx(path: str | os.PathLike, expect_ndim: int | None = None) -> np.ndarray:
     """Return the array stored in an IDX file; raise DataError naming the file and problem."""
     path = Path(path)
     data = _read_bytes(path)
-    if len(data) < 4:
-        raise DataError("file is empty or truncated before the magic number", file=str(path),
-                        expected="a 4-byte IDX magic number", got=f"{len(data)} bytes")
-    zero, type_code, ndim = struct.unpack(">HBB", data[:4])
-    if zero != 0 or type_code not in _DTYPES or ndim == 0:
-        raise DataError("wrong magic number: not an IDX file", file=str(path),
-                        expected="0x0000 followed by a type byte in "
-                        + ", ".join(f"0x{t:02X}" for t in _DTYPES) + " and a dimension count",
-                        got=data[:4].hex())
-    if expect_ndim is not None and ndim != expect_ndim:
-        raise DataError(f"magic number says {ndim} dimension(s)", file=str(path),
-                        expected=f"{expect_ndim} dimension(s) "
-                        f"({'images: count, rows, columns' if expect_ndim == 3 else 'labels: count'})",
-                        got=data[:4].hex())
+    type_code, ndim = _check_magic(path, data, expect_ndim)
     header = 4 + 4 * ndim
     if len(data) < header:
         raise DataError("file truncated inside the header", file=str(path),
+                        field=f"dimension sizes (bytes 4-{header - 1})",
                         expected=f"{header} header bytes", got=f"{len(data)} bytes")
     dims = struct.unpack(f">{ndim}I", data[4:header])
     dtype = _DTYPES[type_code]
-    need = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
-    have = len(data) - header
-    if have != need:
-        what = "truncated" if have < need else "longer than its header says"
-        raise DataError(f"file is {what}: header declares shape {tuple(dims)}", file=str(path),
-                        expected=f"{need} data bytes", got=f"{have} data bytes")
-    arr = np.frombuffer(data, dtype=dtype, count=need // dtype.itemsize, offset=header)
+    _check_dims(path, dims, dtype.itemsize, len(data) - header)
+    arr = np.frombuffer(data, dtype=dtype, count=math.prod(dims), offset=header)
     return arr.reshape(dims).astype(dtype.newbyteorder("="), copy=False)
 
 

@@ -13,7 +13,10 @@ parameters. Nothing else in the tree knows these steps.
 """
 from __future__ import annotations
 
-from harness.config import PROJECT_ROOT, PipelineConfig
+from typing import Any
+
+from harness.config import PROJECT_ROOT, PipelineConfig, TrainConfig
+from harness.errors import ConfigError
 from harness.steps import (
     EndpointConfigStep,
     EndpointStep,
@@ -34,15 +37,32 @@ SPLITS = ("train", "validation", "test")
 CONTAINER = "/opt/ml/processing"
 
 
+def check_hyperparameters(t: TrainConfig, values: dict[str, Any] | None = None,
+                          where: str = "train.hyperparameters") -> None:
+    """The default training script's hyperparameters, checked with the script's own rules
+    (model/hyperparameters.py) before the run starts; another script checks its own."""
+    defaults = TrainConfig.model_fields
+    if (t.source_dir, t.entry_point) != (defaults["source_dir"].default,
+                                         defaults["entry_point"].default):
+        return
+    from model.hyperparameters import check
+
+    problems = check(t.hyperparameters if values is None else values)
+    if problems:
+        raise ConfigError("; ".join(problems), field=where,
+                          expected="values model/train.py accepts")
+
+
 def build(cfg: PipelineConfig) -> Workflow:
     d, e, t, v, h = cfg.data, cfg.etl, cfg.train, cfg.evaluate, cfg.deploy
+    check_hyperparameters(t)
     raw, processed = run_path("data", "raw"), run_path("data", "processed")
 
     prepare = PrepareDataStep(
         "prepare", output_uri=raw, source=d.source, seed=d.seed,
         validation_fraction=d.validation_fraction, test_fraction=d.test_fraction,
         cache_dir=d.cache_dir, mirrors=d.download_mirrors,
-        download_timeout_s=d.download_timeout_s)
+        download_timeout_s=d.download_timeout_s, min_test_per_class=d.min_test_per_class)
     shape = {"image_height": prepare.output()["ImageHeight"],
              "image_width": prepare.output()["ImageWidth"],
              "num_classes": prepare.output()["NumClasses"]}

@@ -9,7 +9,8 @@ import numpy as np
 
 from harness import uris
 from harness.archives import extract_archive, newest_model_version
-from harness.errors import DataError, HarnessError
+from harness.errors import HarnessError
+from harness.image_files import load_images
 from harness.runs import RunStore
 
 if TYPE_CHECKING:
@@ -19,7 +20,7 @@ if TYPE_CHECKING:
 def resolve_model_dir(target: str, store: RunStore, scratch: Path) -> Path:
     """A run id, a model.tar.gz or a directory holding ``<version>/saved_model.pb``."""
     path = Path(target)
-    if not path.exists() and (store.run_dir(target) / "record.json").exists():
+    if not path.exists() and store.has_run(target):
         summary = store.summary(target)
         if summary is None:
             raise HarnessError(f"run {target} has no model (it did not finish)",
@@ -34,46 +35,21 @@ def resolve_model_dir(target: str, store: RunStore, scratch: Path) -> Path:
     return path
 
 
-def load_images(files: list[str]) -> np.ndarray:
-    """Images as float32 [N, H*W] in [0, 1], from IDX image files, PNG files or .npy."""
-    from harness.idx import read_idx
-
-    rows = []
-    for name in files:
-        path = Path(name)
-        if not path.is_file():
-            raise DataError("file not found", file=name,
-                            expected="an IDX images file, a PNG or a .npy file")
-        if path.suffix.lower() == ".png":
-            import matplotlib.image as mpimg
-            img = mpimg.imread(path)  # PNG: floats in [0, 1]
-            if img.ndim == 3:
-                img = img[..., :3].mean(axis=2)
-            rows.append(img.reshape(1, -1).astype(np.float32))
-        elif path.suffix.lower() == ".npy":
-            arr = np.load(path, allow_pickle=False).astype(np.float32)
-            arr = arr.reshape(len(arr), -1) if arr.ndim > 1 else arr.reshape(1, -1)
-            rows.append(arr / 255.0 if arr.max(initial=0) > 1 else arr)
-        else:
-            arr = read_idx(path, expect_ndim=3)
-            rows.append(arr.reshape(len(arr), -1).astype(np.float32) / 255.0)
-    widths = {r.shape[1] for r in rows}
-    if len(widths) != 1:
-        raise DataError("the images do not all have the same size", file=", ".join(files),
-                        expected="one image size", got=sorted(widths))
-    return np.concatenate(rows)
-
-
 def serve(target: str, store: RunStore, kind: str, model_name: str,
           options: "ServingOptions", console) -> int:
-    """Serve until Ctrl+C or SIGTERM, then stop gracefully (in-flight requests finish)."""
+    """Serve until Ctrl+C or SIGTERM, then stop gracefully (in-flight requests finish).
+    ``options`` were checked when made (``ServingOptions``: port, poll interval, capture
+    percent, ...); the model name is checked here, before any model is unpacked."""
     import signal
     import threading
 
     import rich.progress
 
     from harness.endpoints import open_local_endpoint
+    from harness.option_checks import check_model_name
     from harness.progress import RichProgress
+
+    check_model_name(model_name, "--model-name")
 
     with tempfile.TemporaryDirectory(prefix="mlharness-serve-") as tmp:
         model_dir = resolve_model_dir(target, store, Path(tmp))

@@ -23,7 +23,7 @@ from harness import uris
 from harness.errors import HarnessError, StepFailed
 from harness.stages import StageContext, StageRunner
 from harness.storage import atomic_dir
-from local_runners.spark_session import get_spark
+from local_runners.spark_session import get_spark, interrupt_count, stop_spark
 
 
 class _LogWriter(io.TextIOBase):
@@ -79,6 +79,29 @@ def _read_report(out_dir: Path) -> dict[str, dict[str, int]]:
     return report
 
 
+def _first_line(exc: BaseException) -> str:
+    try:
+        lines = str(exc).strip().splitlines()
+    except Exception:  # noqa: BLE001 — str() of a Py4J error asks the JVM
+        return "(no message)"
+    return lines[0] if lines else ""
+
+
+def _caused_by_interrupt(exc: BaseException, interrupts_before: int) -> bool:
+    """True when a Ctrl-C arrived while the script ran (Spark's SIGINT handler counts
+    them) or a KeyboardInterrupt is among the exception's causes."""
+    if interrupt_count() > interrupts_before:
+        return True
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, KeyboardInterrupt):
+            return True
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
 def registered_glue_job(name: str, ctx: StageContext) -> dict[str, Any]:
     """The Glue job (CreateJob body) a StartJobRun request names, as registered at setup."""
     job = ctx.glue_jobs.get(name)
@@ -128,7 +151,15 @@ class LocalEtlRunner(StageRunner):
             try:
                 with atomic_dir(out_dir) as tmp:
                     run_args = {**arguments, "--output_uri": uris.file_uri(tmp)}
-                    self._run_script(script, name, run_id, run_args, ctx)
+                    try:
+                        self._run_script(script, name, run_id, run_args, ctx)
+                    except KeyboardInterrupt:
+                        # stop Spark before atomic_dir removes the temporary output: no
+                        # task may still be writing into it
+                        ctx.log.warning("Glue job %s run %s interrupted; stopping Spark",
+                                        name, run_id)
+                        stop_spark()
+                        raise
                     report = _read_report(tmp)
             except StepFailed:
                 raise
@@ -156,21 +187,32 @@ class LocalEtlRunner(StageRunner):
         for key, value in arguments.items():
             argv += [key if key.startswith("--") else f"--{key}", str(value)]
         out, err = _LogWriter(ctx.log, 20), _LogWriter(ctx.log, 30)
+        interrupts = interrupt_count()
         try:
             with _script_argv(argv), contextlib.redirect_stdout(out), \
                     contextlib.redirect_stderr(err):
                 runpy.run_path(str(script), run_name="__main__")
-        except SystemExit as e:
+        except KeyboardInterrupt:
+            raise
+        except (SystemExit, Exception) as e:
+            if _caused_by_interrupt(e, interrupts):
+                # the interrupt surfaced as another error: a Py4JError because the same
+                # Ctrl-C or SIGTERM tore down the JVM or its Python workers, or a script
+                # that caught the KeyboardInterrupt and failed or exited. Not chained: the
+                # text of a Py4J error is read from the JVM, which is about to be stopped.
+                ctx.log.warning("Glue script %s ended by the interrupt with %s: %s",
+                                script.name, type(e).__name__, _first_line(e))
+                raise KeyboardInterrupt(f"Glue job {name} interrupted") from None
+            if not isinstance(e, SystemExit):
+                ctx.log.exception("Glue script failed")
+                detail = str(e).strip().splitlines()
+                raise StepFailed(ctx.step, f"the Glue script {script.name} failed: "
+                                 f"{type(e).__name__}: {detail[0] if detail else ''}",
+                                 file=str(script)) from e
             if e.code not in (0, None):
                 raise StepFailed(ctx.step, f"the Glue script {script.name} exited with "
                                  f"code {e.code}: " + " | ".join(err.lines[-3:]),
                                  file=str(script)) from None
-        except Exception as e:
-            ctx.log.exception("Glue script failed")
-            detail = str(e).strip().splitlines()
-            raise StepFailed(ctx.step, f"the Glue script {script.name} failed: "
-                             f"{type(e).__name__}: {detail[0] if detail else ''}",
-                             file=str(script)) from e
         finally:
             out.flush()
             err.flush()

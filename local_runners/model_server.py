@@ -12,12 +12,20 @@ One SavedModel in TF Serving layout (``<model_dir>/<version>/saved_model.pb``) i
   request goes through them, as in the SageMaker TensorFlow Serving container.
 
 This module is the HTTP server (routes, lifecycle, version polling); the foreground
-command is ``local_runners.serve_foreground``, and the parts it serves with live next to it: ``local_runners.serve_model`` (loading
-the SavedModel, calling a signature), ``local_runners.serve_codec`` (TF Serving request and
-response bodies) and ``local_runners.serve_handlers`` (the ``inference.py`` contract).
+command is ``local_runners.serve_foreground``, and the parts it serves with live next to it:
+``local_runners.serve_model`` (loading the SavedModel, calling a signature),
+``local_runners.serve_codec`` (TF Serving request and response bodies),
+``local_runners.serve_handlers`` (the ``inference.py`` contract) and
+``local_runners.serve_connections`` (timeouts, the connection cap, JSON errors).
 
-Errors are ``{"error": "<what was expected>"}`` with a 4xx/5xx status; the server keeps
-serving afterwards. Small bodies are decoded on the event loop, large ones in a thread pool;
+Errors are ``{"error": "<what was expected>"}`` with a 4xx status (503 while the model is not
+loaded or too many connections are open, 500 only for a server bug), aiohttp's own too (404,
+405, 413, malformed HTTP); the server keeps serving afterwards. ``limits``
+(``local_runners.serve_limits``) bound what one client may take: header, body and idle
+timeouts, ``max_connections``, JSON nesting depth. With ``check_input_range`` (the default)
+inputs outside the range the model declares (``local_runners.serve_input_range``) are a 400;
+NaN and infinities always are. Arguments are checked on construction (``ConfigError``).
+Small bodies are decoded on the event loop, large ones in a thread pool;
 model calls run in their own pool through an adaptive micro-batcher
 (``local_runners.serve_batching``: ``max_batch_size``, ``batch_timeout_micros``) that merges
 concurrent requests into one call. With ``version_poll_seconds`` (or on ``reload()``) a newer
@@ -49,10 +57,12 @@ from harness.archives import newest_model_version
 from harness.errors import HarnessError
 from local_runners.serve_batching import MicroBatcher
 from local_runners.serve_capture import DataCapture
-from local_runners.serve_codec import (JSON, RequestError, decode_predict_request,
-                                       encode_predictions, error_body)
+from local_runners.serve_codec import (JSON, RequestError, check_json_depth,
+                                       decode_predict_request, encode_predictions, error_body)
+from local_runners.serve_connections import ConnectionGuard, GuardedSite, json_errors, read_body
 from local_runners.serve_handlers import Context, invoke_handlers, load_inference_handlers
-from local_runners.serve_model import LoadedModel
+from local_runners.serve_limits import ServeLimits, check_server_args
+from local_runners.serve_model import LoadedModel, version_stamp
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +91,8 @@ _MODEL_PATH = re.compile(r"^(?P<name>[^/:]+)(?:/versions/(?P<version>[^/:]+))?"
 
 
 class ModelServer:
-    """Serve one SavedModel over HTTP from a background asyncio thread."""
+    """Serve one SavedModel over HTTP from a background asyncio thread. Once started,
+    ``connections`` (a ``ConnectionGuard``) counts the connections open, refused, at peak."""
 
     def __init__(self, model_dir: str | Path, model_name: str, host: str = "127.0.0.1",
                  port: int = 0, inference_handlers: Any = None,
@@ -90,11 +101,25 @@ class ModelServer:
                  batch_timeout_micros: int = DEFAULT_BATCH_TIMEOUT_MICROS,
                  num_batch_threads: int = 1, version_poll_seconds: float | None = None,
                  data_capture: DataCapture | None = None,
-                 shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT):
+                 shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
+                 limits: ServeLimits | None = None, check_input_range: bool = True):
         """``max_batch_size=None`` turns micro-batching off (one model call per request).
         ``version_poll_seconds`` polls ``model_dir`` for a newer version (None: only on
         ``reload()``). ``data_capture`` is closed (flushed) by ``stop()``.
-        ``shutdown_timeout`` is the grace period ``stop()`` gives requests in flight."""
+        ``shutdown_timeout`` is the grace period ``stop()`` gives requests in flight.
+        ``limits``: timeouts, connection cap, JSON depth (``ServeLimits()`` by default).
+        ``check_input_range=False`` accepts values outside the model's declared ranges."""
+        limits = ServeLimits() if limits is None else limits
+        check_server_args(model_name=model_name, host=host, port=port,
+                          max_body_bytes=max_body_bytes, workers=workers,
+                          max_batch_size=max_batch_size,
+                          batch_timeout_micros=batch_timeout_micros,
+                          num_batch_threads=num_batch_threads,
+                          version_poll_seconds=version_poll_seconds,
+                          shutdown_timeout=shutdown_timeout, limits=limits,
+                          check_input_range=check_input_range)
+        self.limits = limits
+        self.check_input_range = check_input_range
         self.model_dir = Path(model_dir)
         self.model_name = model_name
         self.host = host
@@ -122,6 +147,7 @@ class ModelServer:
         self._handler_executor = concurrent.futures.ThreadPoolExecutor(workers, "handlers")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
+        self.connections: ConnectionGuard | None = None
         self._thread: threading.Thread | None = None
         self._load_future: concurrent.futures.Future | None = None
 
@@ -200,6 +226,7 @@ class ModelServer:
             log.info("stopping %s: %d connection(s) open; requests in flight get up to "
                      "%.0f s to finish", self.model_name, len(server.connections), grace)
         await self._runner.cleanup()
+        self.connections.close()
 
     def __enter__(self) -> "ModelServer":
         return self.start()
@@ -232,7 +259,7 @@ class ModelServer:
 
     async def _bind(self) -> None:
         app = web.Application(client_max_size=self.max_body_bytes,
-                              middlewares=[self._errors_as_json])
+                              middlewares=[json_errors(self.max_body_bytes)])
         app.router.add_get("/ping", self._ping)
         app.router.add_post("/invocations", self._invocations)
         app.router.add_get("/v1/models/{path:.+}", self._get_model)
@@ -240,8 +267,8 @@ class ModelServer:
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False,
                                      shutdown_timeout=self.shutdown_timeout)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
-        await site.start()
+        self.connections = ConnectionGuard(self._runner.server, self.limits)
+        await GuardedSite(self._runner, self.host, self.port, self.connections).start()
         self.port = self._runner.addresses[0][1]
 
     def _load(self) -> None:
@@ -286,7 +313,7 @@ class ModelServer:
                 return current
             if current is not None and version <= current:
                 return current
-            stamp = _dir_stamp(path)
+            stamp = version_stamp(path)
             if self._failed_loads.get(version) == stamp:
                 return current
             self.versions[version] = ("LOADING", "")
@@ -309,29 +336,11 @@ class ModelServer:
                 log.exception("polling %s for new versions failed", self.model_dir)
 
     # -- HTTP plumbing
-    @web.middleware
-    async def _errors_as_json(self, request: web.Request, handler):
-        try:
-            return await handler(request)
-        except RequestError as e:
-            return _json_error(e.status, e.message)
-        except web.HTTPRequestEntityTooLarge:
-            return _json_error(413, f"request body larger than the limit of "
-                               f"{self.max_body_bytes} bytes; send fewer instances per request")
-        except web.HTTPException as e:
-            if e.status < 400:
-                raise
-            return _json_error(e.status, f"{e.reason}: {request.method} {request.path}; this "
-                               "server answers /ping, /invocations and /v1/models/<name>...")
-        except Exception as e:  # never let one request take the server down
-            log.exception("error handling %s %s", request.method, request.path)
-            return _json_error(500, f"internal error: {type(e).__name__}: {e}")
-
-    async def _read_body(self, request: web.Request) -> bytes:
-        if request.content_length is not None and request.content_length > self.max_body_bytes:
-            raise RequestError(413, f"request body is {request.content_length} bytes; the limit "
-                               f"is {self.max_body_bytes} bytes: send fewer instances per request")
-        return await request.read()
+    def _decode(self, model: LoadedModel, body: bytes):
+        """``decode_predict_request`` with this server's depth limit and range check."""
+        return decode_predict_request(
+            model, body, max_depth=self.limits.max_json_depth,
+            ranges=model.input_ranges if self.check_input_range else None)
 
     def _require_model(self) -> LoadedModel:
         if self.model is None:
@@ -371,11 +380,11 @@ class ModelServer:
             return await self._run(self.predict_bytes, model, body)
         try:
             if len(body) <= INLINE_BODY_BYTES:
-                sig, arrays, fmt = decode_predict_request(model, body)
+                sig, arrays, fmt = self._decode(model, body)
             else:
                 batcher.arrive()
                 try:
-                    sig, arrays, fmt = await self._run(decode_predict_request, model, body)
+                    sig, arrays, fmt = await self._run(self._decode, model, body)
                 except BaseException:
                     batcher.depart()
                     raise
@@ -422,14 +431,14 @@ class ModelServer:
         if m["method"] != "predict":
             raise RequestError(400, f"method ':{m['method']}' is not supported; this server "
                                "implements :predict")
-        body = await self._read_body(request)
+        body = await read_body(request, self.max_body_bytes, self.limits.body_timeout)
         status, payload = await self._predict(model, body)
         self._capture(body, request.headers.get("Content-Type"), status, payload, JSON)
         return _json(status, payload)
 
     async def _invocations(self, request: web.Request) -> web.Response:
         model = self._require_model()
-        body = await self._read_body(request)
+        body = await read_body(request, self.max_body_bytes, self.limits.body_timeout)
         headers = {k: request.headers.get(k) for k in
                    ("Content-Type", "Accept", CUSTOM_ATTRIBUTES_HEADER)}
         if self.handlers is None:
@@ -440,6 +449,8 @@ class ModelServer:
             status, payload = await self._predict(model, body)
             self._capture(body, headers["Content-Type"], status, payload, JSON)
             return _json(status, payload)
+        if (headers["Content-Type"] or JSON).split(";")[0].strip() == JSON:
+            check_json_depth(body, self.limits.max_json_depth)  # before any handler parses it
         status, payload, ctype = await self._run(self._invoke_handlers, model, body, headers,
                                                 pool=self._handler_executor)
         self._capture(body, headers["Content-Type"], status, payload, ctype)
@@ -449,7 +460,7 @@ class ModelServer:
     def predict_bytes(self, model: LoadedModel, body: bytes) -> tuple[int, bytes]:
         """A TF Serving predict body in, (status, JSON body) out; never raises."""
         try:
-            sig, arrays, fmt = decode_predict_request(model, body)
+            sig, arrays, fmt = self._decode(model, body)
             return 200, encode_predictions(sig(arrays), fmt)
         except Exception as e:
             return error_body(e)
@@ -470,19 +481,8 @@ class ModelServer:
                                functools.partial(self._predict_from_thread, model))
 
 
-def _dir_stamp(path: Path) -> tuple:
-    """Changes when any file under ``path`` is written (to retry a half-copied version)."""
-    files = [p.stat() for p in Path(path).rglob("*") if p.is_file()]
-    return len(files), sum(st.st_size for st in files), max((st.st_mtime_ns for st in files),
-                                                            default=0)
-
-
 def _json(status: int, payload: bytes) -> web.Response:
     return web.Response(status=status, body=payload, content_type=JSON)
-
-
-def _json_error(status: int, message: str) -> web.Response:
-    return _json(status, orjson.dumps({"error": message}))
 
 
 if __name__ == "__main__":  # python -m local_runners.model_server: see serve_foreground

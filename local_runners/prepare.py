@@ -47,6 +47,10 @@ MNIST_MD5 = {
     "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
     "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
 }
+# The smallest image the network of model/network.py accepts: two blocks of a 3x3
+# convolution and a 2x2 pooling leave (side - 2) // 2 - 2 >= 2 pixels for the last pooling.
+# A smaller image fails only at training time, so prepare refuses it.
+MIN_IMAGE_SIDE = 10
 # Rows per Parquet row group: several groups per file let Spark read a split in parallel.
 ROW_GROUP_ROWS = 5000
 _CHUNK = 1 << 16
@@ -196,6 +200,11 @@ def _read_pairs(directory: Path, ctx: StageContext) -> list[_Pair]:
     with ctx.progress.task("read IDX files", total=len(found)) as bar:
         for prefix, images_path, labels_path in found:
             images, labels = read_image_label_pair(images_path, labels_path)
+            if min(images.shape[1:]) < MIN_IMAGE_SIDE:
+                raise DataError("images too small for the network", file=str(images_path),
+                                field="rows x columns (dimensions 2-3 of the header)",
+                                expected=f"at least {MIN_IMAGE_SIDE}x{MIN_IMAGE_SIDE} pixels",
+                                got=f"{images.shape[1]}x{images.shape[2]}")
             pairs.append(_Pair(prefix, images_path, labels_path, images, labels))
             ctx.log.info("read %s + %s: %d images of %dx%d", images_path.name, labels_path.name,
                          len(labels), images.shape[1], images.shape[2])
@@ -211,31 +220,49 @@ def _read_pairs(directory: Path, ctx: StageContext) -> list[_Pair]:
 
 
 def _num_classes(pairs: list[_Pair]) -> int:
-    """K = max label + 1; every class 0..K-1 must occur and no label may be negative."""
+    """K = max label + 1; every class 0..K-1 must occur, K >= 2, no label may be negative."""
     files = " + ".join(str(p.labels_path) for p in pairs)
-    values = np.unique(np.concatenate([np.unique(p.labels) for p in pairs]).astype(np.int64))
     for p in pairs:
         if p.labels.min() < 0:
             raise DataError("negative class label", file=str(p.labels_path),
-                            expected="labels 0..K-1", got=sorted(np.unique(p.labels).tolist()))
-    k = int(values.max()) + 1
-    missing = sorted(set(range(k)) - set(values.tolist()))
-    if k < 2 or missing:
+                            expected="labels 0..K-1",
+                            got=f"label values {_short(np.unique(p.labels).tolist())}")
+    values = np.unique(np.concatenate([np.unique(p.labels) for p in pairs]).astype(np.int64))
+    if len(values) < 2:
+        raise DataError(f"the labels hold a single class ({int(values[0])}); a classifier "
+                        "needs at least two", file=files,
+                        expected="labels 0..K-1 with K >= 2, each class occurring",
+                        got=f"label values {values.tolist()}")
+    k = int(values[-1]) + 1
+    if k > len(values):  # not every class 0..K-1 occurs
         raise DataError("labels out of range: the classes must be 0..K-1 with every class "
-                        f"present (K = max label + 1 = {k}"
-                        + (f", missing {_short(missing)})" if missing else ")"), file=files,
-                        expected="labels 0..K-1, K >= 2, each class occurring",
+                        f"present (K = max label + 1 = {k}, missing {_missing(values, k)})",
+                        file=files, expected="labels 0..K-1, K >= 2, each class occurring",
                         got=f"label values {_short(values.tolist())}")
     return k
 
 
-def _short(values: list[int], limit: int = 12) -> str:
-    """A list for a message: in full when short, else its ends and its length."""
-    if len(values) <= limit:
+def _missing(values: np.ndarray, k: int, limit: int = 12) -> str:
+    """The classes of 0..k-1 absent from the sorted unique ``values``, for a message,
+    without building 0..k-1 (a label of 2**31 - 1 would need gigabytes)."""
+    count = k - len(values)
+    head = np.setdiff1d(np.arange(min(k, len(values) + limit + 1)), values)
+    if count <= limit:
+        return str(head.tolist())
+    tail = np.setdiff1d(np.arange(max(0, k - len(values) - limit - 1), k), values)
+    return _short([*head[: limit // 2].tolist(), *tail[-(limit // 2):].tolist()], limit,
+                  total=count)
+
+
+def _short(values: list[int], limit: int = 12, total: int | None = None) -> str:
+    """A list for a message: in full when short, else its ends and its length (``total``
+    when ``values`` holds only the ends already)."""
+    total = len(values) if total is None else total
+    if total <= limit:
         return str(values)
     head = ", ".join(map(str, values[: limit // 2]))
     tail = ", ".join(map(str, values[-limit // 2:]))
-    return f"[{head}, ..., {tail}] ({len(values)} values)"
+    return f"[{head}, ..., {tail}] ({total} values)"
 
 
 def _split_indices(labels: np.ndarray, fractions: dict[str, float], rng: np.random.Generator
@@ -285,6 +312,21 @@ def _make_splits(pairs: list[_Pair], validation_fraction: float, test_fraction: 
                             file=" + ".join(str(p.images_path) for p in pairs),
                             expected="enough examples per class for train, validation and test")
     return splits
+
+
+def check_test_split(splits: dict[str, tuple[np.ndarray, np.ndarray]], num_classes: int,
+                     minimum: int, files: str) -> None:
+    """The gate judges the model on the test split: each class needs ``minimum`` examples
+    there, or a model that guesses could pass it."""
+    counts = np.bincount(splits["test"][1].astype(np.int64), minlength=num_classes)
+    fewest = int(np.argmin(counts))
+    if minimum > 0 and counts[fewest] < minimum:
+        raise DataError(f"the test split has {int(counts[fewest])} example(s) of class "
+                        f"{fewest} ({int(counts.sum())} in all): too few for the gate to "
+                        "mean anything", file=files, field="data.min_test_per_class",
+                        expected=f"at least {minimum} test examples of every class (more "
+                        "data, a larger data.test_fraction, or a lower "
+                        "data.min_test_per_class)")
 
 
 # ----------------------------------------------------------------------------- writing
@@ -360,6 +402,8 @@ class LocalPrepareRunner(StageRunner):
         num_classes = _num_classes(pairs)
         splits = _make_splits(pairs, float(request.get("ValidationFraction", 0.1)),
                               float(request.get("TestFraction", 0.1)), seed, ctx)
+        check_test_split(splits, num_classes, int(request.get("MinTestPerClass", 0)),
+                         " + ".join(str(p.images_path) for p in pairs))
         with atomic_dir(out_dir) as tmp:
             write_raw(tmp, splits, ctx)
         height, width = pairs[0].images.shape[1:]

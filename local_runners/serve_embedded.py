@@ -3,7 +3,10 @@
 No Docker and no cloud: the SavedModel is served from a background thread of this
 process on 127.0.0.1, speaking both TF Serving's REST API and SageMaker's /ping,
 /invocations. Clients go through ``/invocations`` (the SageMaker hosting contract), with
-the same TF Serving request bodies as the other implementations.
+the same TF Serving request bodies as the other implementations. ``ServingOptions.
+check_input_range`` switches the check of inputs against the model's declared ranges; the
+server's other limits (timeouts, connection cap) keep their defaults
+(``local_runners.serve_limits``).
 """
 from __future__ import annotations
 
@@ -37,7 +40,7 @@ class EmbeddedEndpoint(LocalEndpoint):
                              max_batch_size=o.max_batch_size,
                              batch_timeout_micros=o.batch_timeout_micros,
                              version_poll_seconds=o.version_poll_seconds,
-                             data_capture=capture)
+                             data_capture=capture, check_input_range=o.check_input_range)
         server.start(wait=True, timeout=timeout)   # stops itself if the model fails to load
         self.server = server
         return self

@@ -6,7 +6,10 @@
 loaded raises ``HarnessError``. Each ``Signature`` knows its inputs and outputs
 (``TensorInfo``: dtype and shape, described as TF Serving's metadata does) and is called with
 named numpy arrays, returning named numpy arrays; ``LoadedModel.signature(name)`` picks one
-(an unknown name is a 400 ``RequestError``). TensorFlow is imported on first use.
+(an unknown name is a 400 ``RequestError``); ``version_stamp`` tells when the files of a
+version change (a version that failed to load is retried then). ``input_ranges`` holds the
+value ranges the version declares for its inputs (``local_runners.serve_input_range``; {}
+when it declares none). TensorFlow is imported on first use.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ import numpy as np
 from harness.archives import newest_model_version
 from harness.errors import HarnessError
 from local_runners.serve_codec import RequestError
+from local_runners.serve_input_range import read_input_ranges
 
 
 @dataclass(frozen=True)
@@ -87,6 +91,8 @@ class LoadedModel:
                                file=str(self.path),
                                expected="signatures={'serving_default': fn} at export",
                                got=sorted(self.signatures))
+        self.input_ranges = read_input_ranges(
+            self.path, {name for sig in self.signatures.values() for name in sig.inputs})
         self._warm_up()
 
     def _warm_up(self) -> None:
@@ -103,3 +109,10 @@ class LoadedModel:
             raise RequestError(400, f"serving signature name '{name}' not found; expected one "
                                f"of {sorted(self.signatures)}")
         return self.signatures[name]
+
+
+def version_stamp(path: Path) -> tuple:
+    """Changes when any file under ``path`` is written (to retry a half-copied version)."""
+    files = [p.stat() for p in Path(path).rglob("*") if p.is_file()]
+    return len(files), sum(st.st_size for st in files), max((st.st_mtime_ns for st in files),
+                                                            default=0)

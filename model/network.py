@@ -3,10 +3,14 @@
 Serving contract (the SageMaker TensorFlow serving container and TF Serving load it):
 ``<model_dir>/<version>/saved_model.pb`` + ``variables/``, signature ``serving_default``
 taking ``pixels`` float32 ``[None, H*W]`` (values in [0, 1]) and returning
-``probabilities`` float32 ``[None, num_classes]`` and ``classes`` int64 ``[None]``.
+``probabilities`` float32 ``[None, num_classes]`` and ``classes`` int64 ``[None]``. The
+input range is declared next to the model in ``<version>/assets.extra/input_ranges.json``
+(``{"pixels": [0.0, 1.0]}``; TF Serving ignores the file, the embedded model server answers
+400 to values outside it).
 """
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -18,6 +22,8 @@ SIGNATURE = "serving_default"
 INPUT_NAME = "pixels"
 OUTPUT_PROBABILITIES = "probabilities"
 OUTPUT_CLASSES = "classes"
+INPUT_RANGE = (0.0, 1.0)          # pixels are scaled to [0, 1] by the ETL
+RANGES_FILE = os.path.join("assets.extra", "input_ranges.json")
 
 
 CLASSIFIER = "classifier"
@@ -88,7 +94,8 @@ class _Serving(tf.Module):
 
 def export_saved_model(model: keras.Model, model_dir: str | os.PathLike, version: int = 1
                        ) -> Path:
-    """Write the SavedModel to ``<model_dir>/<version>/`` and return that directory."""
+    """Write the SavedModel to ``<model_dir>/<version>/`` (with its declared input range)
+    and return that directory."""
     model = classifier_of(model)
     num_pixels = int(model.inputs[0].shape[-1])
     export_dir = Path(model_dir) / str(version)
@@ -96,4 +103,7 @@ def export_saved_model(model: keras.Model, model_dir: str | os.PathLike, version
         raise FileExistsError(f"{export_dir}: a model version is already exported there")
     module = _Serving(model, num_pixels)
     tf.saved_model.save(module, str(export_dir), signatures={SIGNATURE: module.serve})
+    ranges = export_dir / RANGES_FILE
+    ranges.parent.mkdir(exist_ok=True)
+    ranges.write_text(json.dumps({INPUT_NAME: list(INPUT_RANGE)}) + "\n")
     return export_dir

@@ -18,9 +18,11 @@ import numpy as np
 
 try:  # run as a script (SageMaker: the source dir is the working dir and on sys.path)
     from data import load_split
+    from hyperparameters import add_arguments, problems
     from network import build_model, export_saved_model
 except ImportError:  # imported as the ``model`` package (tests, harness tools)
     from model.data import load_split
+    from model.hyperparameters import add_arguments, problems
     from model.network import build_model, export_saved_model
 
 
@@ -30,15 +32,7 @@ def _env(name: str) -> str | None:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="Train the digit classifier (SageMaker script mode).")
-    p.add_argument("--epochs", type=int, default=6)
-    p.add_argument("--batch_size", type=int, default=128)
-    p.add_argument("--learning_rate", type=float, default=0.003)
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--image_height", type=int, default=28)
-    p.add_argument("--image_width", type=int, default=28)
-    p.add_argument("--num_classes", type=int, default=10)
-    p.add_argument("--shift", type=float, default=0.1,
-                   help="random translation (fraction of the image) applied while training")
+    add_arguments(p)
     p.add_argument("--model_dir", default=None,
                    help="passed by the TensorFlow container (an S3 URI in the cloud); the "
                    "SavedModel goes to --sm_model_dir, which SageMaker uploads")
@@ -48,13 +42,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--test", default=_env("SM_CHANNEL_TEST"))
     p.add_argument("--output_data_dir", default=_env("SM_OUTPUT_DATA_DIR"))
     args = p.parse_args(argv)  # unknown arguments: argparse exits 2 naming them
-    for name in ("epochs", "batch_size", "image_height", "image_width", "num_classes"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name} must be a positive integer, got {getattr(args, name)}")
-    if not args.learning_rate > 0:
-        p.error(f"--learning_rate must be > 0, got {args.learning_rate}")
-    if not 0 <= args.shift < 1:
-        p.error(f"--shift must be in [0, 1), got {args.shift}")
+    for problem in problems(args):
+        p.error(problem)
     if not args.train:
         p.error("no training data: the 'train' channel is missing "
                 "(set SM_CHANNEL_TRAIN or pass --train DIR)")

@@ -93,3 +93,46 @@ class FakeCheckRunner(StageRunner):
     def run(self, request, ctx):
         CALLS.append(ctx.step)
         return {"Seen": request["Expected"], "Registry": ctx.registry.get("fake:scores")}
+
+
+class FakeSlowRunner(StageRunner):
+    """Starts writing its output folder atomically, says so, then (``FAKE_SLOW=sleep``)
+    waits to be killed."""
+
+    def run(self, request, ctx):
+        import time
+
+        from harness.storage import atomic_dir
+
+        out = uris.local_path(request["JsonUri"]).parent / "slow-output"
+        with atomic_dir(out) as tmp:
+            (tmp / "half-written").write_text("x")
+            print("SLOW STEP STARTED", flush=True)
+            if os.environ.get("FAKE_SLOW") == "sleep":
+                time.sleep(120)
+        return {"JsonUri": request["JsonUri"], "Rows": request["Rows"]}
+
+
+class FakeSlow(FakeScore):
+    kind = "fake-slow"
+    local_runner = "executor_fakes:FakeSlowRunner"
+
+
+def build(cfg):
+    """A pipeline of fakes whose gate threshold comes from the configuration
+    (``evaluate.threshold``), for the CLI's resume tests; with ``FAKE_SLOW`` set a step
+    'slow' comes before the gate (``FAKE_SLOW=sleep``: it never ends)."""
+    from harness.steps import Chain, Gate
+    from harness.workflow import Workflow, run_path
+
+    data = FakeData("data", output_uri=run_path("raw"))
+    score = FakeScore("score", json_uri=run_path("eval", "e.json"), value=0.95,
+                      rows=data.output()["Rows"])
+    steps = [data, score]
+    if os.environ.get("FAKE_SLOW"):
+        steps.append(FakeSlow("slow", json_uri=run_path("eval", "e.json"), value=0.95,
+                              rows=data.output()["Rows"]))
+    gate = Gate("gate", json_uri=run_path("eval", "e.json"), metric="metrics.score",
+                threshold=cfg.evaluate.threshold, retry_from=score)
+    check = FakeCheck("check", expected=gate.output()["Body"]["metrics"]["score"])
+    return Workflow("fakes", Chain([*steps, gate, check]))

@@ -10,7 +10,13 @@
 3. bootstraps the stack (the CloudFormation template, roles scoped to the workflow) and
    runs the ``cloud`` backend itself, the very code that runs against AWS,
 4. stops the model servers, the bridges' workers and the emulator (also on a failure or
-   Ctrl-C).
+   Ctrl-C: the cloud backend stops its execution first, the emulator then stops what is
+   still running -- executions, the jobs the bridges run, the endpoints' servers).
+
+One emulator run at a time per process (moto's state is process-wide): a second one in
+the same process is refused with a HarnessError before it creates anything; runs in
+separate processes each have their own emulator. The emulator backend writes nothing in
+``runs_dir`` but the run's own folder (scratch folders are in the system's temp dir).
 
 Everything the emulator held (its S3, the endpoint) is gone when it stops; the run's
 record (``record.json``, ``execution.json``, the steps' inputs, outputs and logs) stays
@@ -21,11 +27,14 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any, Iterator
 
 from harness.backends import Backend, load
 from harness.config import PipelineConfig
+from harness.errors import HarnessError
+from harness.runs import new_run_id
 
 # Variables that could make boto3 use something other than the emulator's fake keys.
 _CLEARED = ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN",
@@ -34,6 +43,8 @@ EMULATOR_POLL_SECONDS = 0.5
 
 _SET = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_CONFIG_FILE",
         "AWS_SHARED_CREDENTIALS_FILE")
+_ONE_RUN = threading.Lock()  # one emulator run per process: moto's state is process-wide
+_holder = ""  # what holds it (named to a second run)
 
 
 @contextlib.contextmanager
@@ -76,18 +87,38 @@ def make_bridges(cfg: PipelineConfig, workdir: str | os.PathLike,
 
 
 @contextlib.contextmanager
-def offline_cloud(cfg: PipelineConfig, workdir: str | os.PathLike, bridges: list[str]
-                  ) -> Iterator[tuple[Any, PipelineConfig, list[Any]]]:
+def one_emulator_run(label: str) -> Iterator[None]:
+    """Hold this process's one emulator run (``label`` names it to a second one, which is
+    refused: moto's state is process-wide). Taken before the environment is touched."""
+    global _holder
+    if not _ONE_RUN.acquire(blocking=False):
+        raise HarnessError(
+            f"an emulator run is already under way in this process ({_holder or 'starting'})",
+            hint="the embedded emulator's state is process-wide, so one emulator run at a "
+            "time per process: start the other one in another process (e.g. `harness run "
+            "--backend emulator` in a second terminal), or after this one")
+    _holder = label
+    try:
+        yield
+    finally:
+        _holder = ""
+        _ONE_RUN.release()
+
+
+@contextlib.contextmanager
+def offline_cloud(cfg: PipelineConfig, workdir: str | os.PathLike, bridges: list[str], *,
+                  label: str = "an offline cloud") -> Iterator[tuple[Any, PipelineConfig,
+                                                                     list[Any]]]:
     """``(emulator, cfg aimed at it, bridges)``: the emulator running with the bridges
-    installed, fake keys in the environment. Leaving the block (also on an exception)
-    stops the model servers, joins the bridges' workers, stops the emulator and restores
-    the environment."""
+    installed, fake keys in the environment. Leaving the block (also on an exception or
+    Ctrl-C) stops the executions still running, the bridges' jobs and model servers, and
+    the emulator, and restores the environment. One per process (``one_emulator_run``)."""
     from cloud_runners.emulator.server import EmbeddedEmulator
 
     workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    installed = make_bridges(cfg, workdir, bridges)
-    with fake_aws_environment(workdir):
+    with one_emulator_run(label), fake_aws_environment(workdir):
+        workdir.mkdir(parents=True, exist_ok=True)
+        installed = make_bridges(cfg, workdir, bridges)
         with EmbeddedEmulator(region=cfg.cloud.region, bridge=installed) as emu:
             aimed = emulator_config(cfg, emu.endpoint_url)
             for b in installed:
@@ -109,11 +140,13 @@ class EmulatorBackend(Backend):
         cfg = cfg.model_copy(deep=True)
         cfg.backend = "emulator"
         bridges = wf.emulator_bridges()
+        run_id = options.pop("run_id", None) or new_run_id()
         with tempfile.TemporaryDirectory(prefix="mlharness-emulator-") as tmp:
-            with offline_cloud(cfg, tmp, bridges) as (emu, aimed, _installed):
+            with offline_cloud(cfg, tmp, bridges, label=f"run {run_id}") as (emu, aimed, _):
                 say(f"embedded AWS emulator at {emu.endpoint_url} (moto; bridged to the local "
                     f"runners: {', '.join(b.rsplit(':', 1)[-1] for b in bridges) or 'none'})")
                 session = aws.session_for(aimed)
                 outputs = bootstrap(aimed, session, wf, announce=say)
                 say(f"stack {aimed.cloud.stack_name} ready: bucket {outputs.get('BucketName')}")
-                return CloudBackend().run(wf, aimed, session=session, **options)
+                return CloudBackend().run(wf, aimed, session=session, run_id=run_id,
+                                          **options)

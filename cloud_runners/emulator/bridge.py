@@ -13,17 +13,20 @@ in this process). Each new run reports ``RUNNING`` while a worker thread:
 3. uploads the Parquet output to the run's ``--output_uri`` prefix,
 
 then reports ``SUCCEEDED``, or ``FAILED`` with the runner's error (naming the S3
-locations, not the temporary directory) as ``ErrorMessage``.
+locations, not the temporary directory) as ``ErrorMessage``, or ``STOPPED`` when the
+emulator stops while it runs (``workers``; the Spark jobs are cancelled).
 """
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 import traceback
 from pathlib import Path
 from typing import Any, Callable
 
+from cloud_runners.emulator.workers import STOP_GRACE_S, Workers
 from cloud_runners.s3_staging import S3Staging, error_text
 from harness import uris
 from harness.config import PipelineConfig
@@ -35,18 +38,34 @@ LOG = logging.getLogger("mlharness.emulator.bridge")
 
 class Bridge:
     """What every compute bridge shares: the config its runners get, a scratch folder,
-    the worker threads it waits for, and the refusal to patch a changed moto."""
+    the worker threads that run its jobs (``cloud_runners.emulator.workers``: stopped
+    when the emulator stops), and the refusal to patch a changed moto."""
 
     def __init__(self, cfg: PipelineConfig | None = None, *,
                  workdir: str | Path | None = None):
         self.cfg = cfg or PipelineConfig()
         self.workdir = Path(workdir) if workdir else None
-        self.threads: list[threading.Thread] = []
+        self.workers = Workers()
         self._emulator: Any = None
 
-    def join(self, timeout: float | None = 300) -> None:
-        for t in list(self.threads):
-            t.join(timeout)
+    @property
+    def threads(self) -> list[threading.Thread]:
+        return self.workers.threads
+
+    def join(self, timeout: float | None = 300) -> list[str]:
+        """Wait for the jobs to end (``timeout`` seconds in all); those still running."""
+        return self.workers.join(timeout)
+
+    def stop_jobs(self, grace_s: float = STOP_GRACE_S) -> list[str]:
+        """Stop the jobs still running (the emulator is stopping); their names."""
+        return self.workers.stop(self.on_stop, grace_s)
+
+    def on_stop(self) -> None:
+        """What else interrupts this bridge's jobs when they are stopped (see Workers)."""
+
+    def stop_requested(self) -> bool:
+        """Whether the job of the calling worker thread is being stopped."""
+        return self.workers.stop_requested()
 
     @staticmethod
     def refuse_changed_moto(problems: list[str], who: str, module_file: str) -> None:
@@ -109,19 +128,36 @@ class GlueBridge(Bridge):
             run = next(r for r in job.job_runs if r.job_run_id == run_id)
             run.__class__ = BridgedJobRun
             run.bridge_state = "RUNNING"
-            thread = threading.Thread(target=bridge._run, args=(job, run),
-                                      name=f"glue-bridge-{run_id[:12]}", daemon=True)
-            bridge.threads.append(thread)
-            thread.start()
+            bridge.workers.start(f"glue-bridge-{run_id[:12]}", lambda: bridge._run(job, run),
+                                 on_stopped=lambda: bridge._stopped(run))
             return run_id
 
         FakeJob.start_job_run = start_job_run
 
         def uninstall() -> None:
             FakeJob.start_job_run = original
-            self.join()
+            self.stop_jobs()
 
         return uninstall
+
+    def on_stop(self) -> None:
+        """A job run blocked in a Spark action gets its JobStopped when the action returns:
+        cancel the Spark jobs (the ETL's session is this process's; the emulator is
+        stopping, so every run of it stops)."""
+        pyspark = sys.modules.get("pyspark")
+        context = getattr(getattr(pyspark, "SparkContext", None), "_active_spark_context",
+                          None)
+        if context is not None:
+            try:
+                context.cancelAllJobs()
+            except Exception:  # noqa: BLE001 - the thread still gets its JobStopped
+                LOG.warning("cancelling the Spark jobs failed:\n%s", traceback.format_exc())
+
+    @staticmethod
+    def _stopped(run: Any) -> None:
+        if run.bridge_state == "RUNNING":
+            run.completed_on = run.modified_on = utcnow()
+            run.bridge_state = "STOPPED"
 
     # -- one job run --------------------------------------------------------------------------
 
@@ -134,6 +170,8 @@ class GlueBridge(Bridge):
             with staging:
                 self._execute(job, run, staging)
         except Exception as e:
+            if self.stop_requested():
+                return  # the stop made it fail: STOPPED, not FAILED (Workers)
             LOG.error("Glue job run %s failed:\n%s", run.job_run_id, traceback.format_exc())
             run.bridge_error = runner_error(e, staging)
             run.completed_on = run.modified_on = utcnow()

@@ -39,6 +39,7 @@ from typing import Any, Callable
 
 from cloud_runners.emulator.moto_gaps import check_fingerprints, resolve_attr
 from cloud_runners.emulator.bridge import Bridge, runner_error, utcnow
+from cloud_runners.emulator.workers import STOP_GRACE_S
 from cloud_runners.s3_staging import OBJECT, S3Staging
 from harness.config import PipelineConfig
 from harness.errors import HarnessError
@@ -144,11 +145,16 @@ class HostingBridge(Bridge):
             SageMakerModelBackend.create_endpoint = original_create
             SageMakerModelBackend.delete_endpoint = original_delete
             SageMakerRuntimeResponse.invoke_endpoint = original_invoke
-            self.join()
+            # Every endpoint goes with the emulator: servers stop now; one still starting
+            # sees it was deleted and stops its server itself (_run).
             with self._lock:
                 hosted, self.hosted = list(self.hosted.values()), {}
             for h in hosted:
                 h.stop()
+            left = self.join(STOP_GRACE_S)
+            if left:
+                LOG.warning("endpoints still starting after %.0f s (they end with the "
+                            "process): %s", STOP_GRACE_S, ", ".join(left))
 
         return uninstall
 
@@ -172,11 +178,10 @@ class HostingBridge(Bridge):
         except Exception as e:
             self._fail(hosted, e)
             return
-        thread = threading.Thread(target=self._run, args=(hosted, container),
-                                  name=f"hosting-bridge-{endpoint.endpoint_name[:24]}",
-                                  daemon=True)
-        self.threads.append(thread)
-        thread.start()
+        # Not stopped by Workers.stop: the start-up ends by itself once the endpoint is
+        # deleted (a model half loaded is only memory).
+        self.workers.start(f"hosting-bridge-{endpoint.endpoint_name[:24]}",
+                           lambda: self._run(hosted, container), on_stopped=lambda: None)
 
     def _deleted(self, endpoint: Any) -> None:
         with self._lock:

@@ -35,6 +35,12 @@ The gaps (reproduced in ``tests/cloud_runners/emulator/test_moto_gaps.py``):
    which would make ``DescribeExecution`` fail as in gap 2) an ISO 8601 string, the form
    AWS SDK integrations give.
 
+5. An execution stopped (``StopExecution``) while a ``.sync`` task waits for its job ends
+   the wait loop, and moto then records ``TaskSucceeded`` (with no output) before
+   ``ExecutionAborted``. AWS records the task state as aborted: the fixed services record
+   ``TaskStateAborted`` instead (``_AbortedWhenStopped._after_eval_execution``). The job
+   itself is stopped when the emulator stops (``cloud_runners.emulator.workers``).
+
 The fixed services are handed out by a wrapper around
 ``state_task_factory.state_task_service_for`` (the name the ASL parser calls); every other
 service goes to moto's own factory.
@@ -64,6 +70,12 @@ FINGERPRINTS = {
     f"{_SERVICE_PKG}.state_task_service_callback.StateTaskServiceCallback._eval_sync": "b8f76de4d5142da1",
     f"{_SERVICE_PKG}.state_task_service_glue.StateTaskServiceGlue._sync_to_start_job_run": "82d1956dae211d54",
     f"{_SERVICE_PKG}.state_task_service_factory.state_task_service_for": "a21a16afc5f63679",
+    # gap 5: the callback's waits for the job, then calls the service's, which records
+    # TaskSucceeded (_AbortedWhenStopped comes between the two)
+    f"{_SERVICE_PKG}.state_task_service_callback.StateTaskServiceCallback"
+    "._after_eval_execution": "baf0479ea012517d",
+    f"{_SERVICE_PKG}.state_task_service.StateTaskService._after_eval_execution":
+        "118261fe0a626bff",
     # EmulatorAwsSdk relies on it pushing the call's response on env.stack, unconverted
     f"{_SERVICE_PKG}.state_task_service_aws_sdk.StateTaskServiceAwsSdk._eval_service_task":
         "e68dc9e06e6ae0ce",
@@ -189,6 +201,9 @@ def _build_classes() -> dict[str, type]:
         from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service_glue import (  # noqa: E501
             StateTaskServiceGlue,
         )
+        from moto.stepfunctions.parser.asl.component.state.exec.state_task.service.state_task_service import (  # noqa: E501
+            StateTaskService,
+        )
         from moto.stepfunctions.parser.asl.eval.event.event_detail import EventDetails
         from moto.stepfunctions.parser.asl.utils.boto_client import boto_client_for
         from moto.stepfunctions.parser.asl.utils.encoding import to_json_str
@@ -217,14 +232,25 @@ def _build_classes() -> dict[str, type]:
                                           callback_endpoint=None, heartbeat_endpoint=None)
                 env.stack.append(outcome)
 
-        class EmulatorGlue(_SyncIntegration, StateTaskServiceGlue):
+        class _AbortedWhenStopped(StateTaskService):
+            """Gap 5: comes after StateTaskServiceCallback in the MRO, whose
+            ``_after_eval_execution`` waits for the job and then calls this one."""
+
+            def _after_eval_execution(self, env, *args, **kwargs) -> None:
+                if env.is_running():
+                    return super()._after_eval_execution(env, *args, **kwargs)
+                env.event_manager.add_event(context=env.event_history_context,
+                                            event_type=HistoryEventType.TaskStateAborted)
+
+        class EmulatorGlue(_SyncIntegration, StateTaskServiceGlue, _AbortedWhenStopped):
             @staticmethod
             def _get_glue_client(resource_runtime_part, state_credentials):
                 return _with_epoch_millis(boto_client_for(
                     service="glue", region=resource_runtime_part.region,
                     state_credentials=state_credentials))
 
-        class StateTaskServiceSageMaker(_SyncIntegration, StateTaskServiceCallback):
+        class StateTaskServiceSageMaker(_SyncIntegration, StateTaskServiceCallback,
+                                        _AbortedWhenStopped):
             def __init__(self):
                 super().__init__(supported_integration_patterns={ResourceCondition.Sync})
 

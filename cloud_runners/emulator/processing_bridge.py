@@ -19,7 +19,9 @@ bridge keeps moto's job object (``DescribeProcessingJob`` is its camel-cased ``_
 - then ``Completed`` (with ``ProcessingStartTime``/``ProcessingEndTime`` and the
   container's ``ExitMessage``), or ``Failed`` with the runner's error as
   ``FailureReason`` (naming S3 locations and container paths, not temporary folders;
-  at most 1 KB, as on AWS). Nothing is uploaded for a failed job.
+  at most 1 KB, as on AWS), or ``Stopped`` when the emulator stops while it runs (its
+  thread and the processes it started are stopped: ``workers``; they carry the job's ARN
+  in ``MLHARNESS_EMULATOR_JOB``). Nothing is uploaded for a failed or stopped job.
 
 An input with nothing at its S3 location is left out of the download, so the runner
 reports it ("input '...' not found", naming the S3 URI).
@@ -39,6 +41,7 @@ from typing import Any, Callable
 
 from cloud_runners.emulator.bridge import Bridge, request_field, runner_error, utcnow
 from cloud_runners.emulator.moto_gaps import check_fingerprints, resolve_attr
+from cloud_runners.emulator.workers import MARKER_VARIABLE
 from cloud_runners.s3_staging import OBJECT, PREFIX, S3Staging
 from harness import uris
 
@@ -69,6 +72,14 @@ _DROPPED_FIELDS = ("Environment", "ProcessingResources")
 def check() -> list[str]:
     """What the bridge relies on in moto and no longer finds as it was (empty: all good)."""
     return check_fingerprints(FINGERPRINTS, "the processing bridge", resolve_attr)
+
+
+def _stopped(job: Any) -> None:
+    """The job was stopped before it completed: ``Stopped``, as StopProcessingJob leaves it
+    (nothing is uploaded)."""
+    if job.processing_job_status == "InProgress":
+        job.processing_end_time = job.last_modified_time = utcnow()
+        job.processing_job_status = "Stopped"
 
 
 class ProcessingBridge(Bridge):
@@ -111,11 +122,10 @@ class ProcessingBridge(Bridge):
             job.failure_reason = None
             job.exit_message = None
             job.processing_job_status = "InProgress"
-            thread = threading.Thread(target=bridge._run, args=(job, request),
-                                      name=f"processing-bridge-{job.processing_job_name[:24]}",
-                                      daemon=True)
-            bridge.threads.append(thread)
-            thread.start()
+            bridge.workers.start(f"processing-bridge-{job.processing_job_name[:24]}",
+                                 lambda: bridge._run(job, request),
+                                 on_stopped=lambda: _stopped(job),
+                                 marker=job.arn)
             return job
 
         create_processing_job.__wrapped__ = original_create  # type: ignore[attr-defined]
@@ -126,7 +136,7 @@ class ProcessingBridge(Bridge):
         def uninstall() -> None:
             SageMakerModelBackend.create_processing_job = original_create
             SageMakerResponse.create_processing_job = original_handler
-            self.join()
+            self.stop_jobs()
 
         return uninstall
 
@@ -139,8 +149,10 @@ class ProcessingBridge(Bridge):
             staging = S3Staging(self._emulator.client("s3"), prefix="mlharness-processing-",
                                 dir=self.workdir)
             with staging:
-                result = self._execute(request, staging)
+                result = self._execute(request, staging, job.arn)
         except Exception as e:
+            if self.stop_requested():
+                return  # the stop made it fail: Stopped, not Failed (Workers)
             LOG.error("processing job %s failed:\n%s", job.processing_job_name,
                       traceback.format_exc())
             job.failure_reason = runner_error(e, staging)[:FAILURE_REASON_CHARS]
@@ -151,12 +163,15 @@ class ProcessingBridge(Bridge):
             job.processing_end_time = job.last_modified_time = utcnow()
             job.processing_job_status = "Completed"
 
-    def _execute(self, request: dict[str, Any], staging: S3Staging) -> dict[str, Any]:
+    def _execute(self, request: dict[str, Any], staging: S3Staging, marker: str
+                 ) -> dict[str, Any]:
         from harness.stages import StageContext
         from local_runners.processing import LocalProcessingRunner
 
         name = request["ProcessingJobName"]
         local = copy.deepcopy(request)
+        # What the job's processes carry, to be found when the job is stopped (Workers).
+        local["Environment"] = {**(local.get("Environment") or {}), MARKER_VARIABLE: marker}
         for i, item in enumerate(local.get("ProcessingInputs") or []):
             source = item.get("S3Input") if isinstance(item, dict) else None
             remote = source.get("S3Uri") if isinstance(source, dict) else None

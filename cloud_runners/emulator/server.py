@@ -8,8 +8,10 @@
 - Credentials are fake and never leave the emulator: ``session()`` is a boto3 session with
   explicit keys (nothing is written to the process environment), and every client it
   makes points at ``endpoint_url``.
-- ``stop()`` (or leaving the ``with`` block, also on an exception) shuts the server down,
-  closes its socket, restores moto's config and ``MOTO_PORT`` and undoes the patches.
+- ``stop()`` (or leaving the ``with`` block, also on an exception) stops the executions
+  still running (StopExecution) and, through the bridges, the jobs they started (see
+  ``workers``), shuts the server down, closes its socket, restores moto's config and
+  ``MOTO_PORT`` and undoes the patches.
 - ``bridge``: a compute bridge (``bridge.GlueBridge``, ``training_bridge.TrainingBridge``,
   ``processing_bridge.ProcessingBridge``,
   ``hosting_bridge.HostingBridge``) or a list of them; each is installed after the
@@ -21,10 +23,13 @@ import json
 import logging
 import os
 import threading
+import traceback
 import urllib.request
 from typing import Any
 
 import boto3.session
+
+from harness.errors import HarnessError
 
 FAKE_ACCESS_KEY = "testing"
 FAKE_SECRET_KEY = "testing"
@@ -32,12 +37,13 @@ DEFAULT_REGION = "us-east-1"
 # moto's default account (any access key that is not an account-mapped one lands there).
 ACCOUNT_ID = "123456789012"
 
+LOG = logging.getLogger("mlharness.emulator")
 _lock = threading.Lock()
 _running: "EmbeddedEmulator | None" = None  # moto's backends and config are process-wide
 
 
-class EmulatorError(RuntimeError):
-    pass
+class EmulatorError(HarnessError):
+    """The embedded emulator cannot do what was asked (not running, or already running)."""
 
 
 class EmbeddedEmulator:
@@ -77,8 +83,10 @@ class EmbeddedEmulator:
 
         with _lock:
             if _running is not None:
-                raise EmulatorError("an embedded emulator is already running in this process "
-                                    f"({_running.endpoint_url}); moto's state is process-wide")
+                where = f" at {_running.endpoint_url}" if _running.running else ""
+                raise EmulatorError(f"an embedded emulator is already running in this "
+                                    f"process{where}; moto's state is process-wide, so one "
+                                    "at a time")
             _running = self
         try:
             # One access-log line per request would drown the test output.
@@ -110,7 +118,9 @@ class EmbeddedEmulator:
     def stop(self) -> None:
         global _running
         try:
-            while self._undo:
+            if self._server is not None:
+                self._stop_executions()
+            while self._undo:  # the bridges first: they stop the jobs still running
                 undo = self._undo.pop()
                 undo()
             if self._server is not None:
@@ -140,6 +150,26 @@ class EmbeddedEmulator:
 
     def __exit__(self, *exc: Any) -> None:
         self.stop()
+
+    def _stop_executions(self) -> list[str]:
+        """StopExecution for every execution still running (its interpreter thread ends at
+        its next step, instead of calling a server that is gone); their ARNs."""
+        stopped: list[str] = []
+        try:
+            sfn = self.client("stepfunctions")
+            for page in sfn.get_paginator("list_state_machines").paginate():
+                for machine in page.get("stateMachines", []):
+                    running = sfn.list_executions(stateMachineArn=machine["stateMachineArn"],
+                                                  statusFilter="RUNNING")
+                    for ex in running.get("executions", []):
+                        sfn.stop_execution(executionArn=ex["executionArn"],
+                                           error="EmulatorStopped",
+                                           cause="the embedded emulator stopped")
+                        stopped.append(ex["executionArn"])
+        except Exception:  # noqa: BLE001 - stopping the emulator goes on regardless
+            LOG.warning("stopping the executions still running failed:\n%s",
+                        traceback.format_exc())
+        return stopped
 
     # -- clients -----------------------------------------------------------------------------
 

@@ -20,7 +20,8 @@ camel-cases ``__dict__``, ``None`` values left out) and sets those attributes it
   them);
 - then ``Completed`` with ``ModelArtifacts.S3ModelArtifacts`` and the local run's real
   ``FinalMetricDataList``, or ``Failed`` with the runner's error (local paths turned back
-  into the S3 URIs) as ``FailureReason``.
+  into the S3 URIs) as ``FailureReason``, or ``Stopped`` when the emulator stops while it
+  runs (the script is interrupted and the process state it changed restored: ``workers``).
 
 A channel whose S3 prefix is empty is left out of the download, so the runner reports it
 ("no data for channel ...") as it does locally.
@@ -81,6 +82,14 @@ def _metric_time(value: Any) -> Any:
     return value
 
 
+def _stopped(job: Any) -> None:
+    """The job was stopped before it completed: ``Stopped``, as StopTrainingJob leaves it."""
+    if job.training_job_status == "InProgress":
+        job.training_end_time = job.last_modified_time = utcnow()
+        job.secondary_status = "Stopped"
+        job.training_job_status = "Stopped"
+
+
 class TrainingBridge(Bridge):
     """Run emulated SageMaker training jobs with the local training runner (module doc)."""
 
@@ -109,11 +118,9 @@ class TrainingBridge(Bridge):
             job.secondary_status = "Starting"
             job.secondary_status_transitions = []
             job.training_job_status = "InProgress"
-            thread = threading.Thread(target=bridge._run, args=(job, request),
-                                      name=f"training-bridge-{job.training_job_name[:24]}",
-                                      daemon=True)
-            bridge.threads.append(thread)
-            thread.start()
+            bridge.workers.start(f"training-bridge-{job.training_job_name[:24]}",
+                                 lambda: bridge._run(job, request),
+                                 on_stopped=lambda: _stopped(job))
             return job
 
         create_training_job.__wrapped__ = original  # type: ignore[attr-defined]
@@ -121,7 +128,7 @@ class TrainingBridge(Bridge):
 
         def uninstall() -> None:
             SageMakerModelBackend.create_training_job = original
-            self.join()
+            self.stop_jobs()
 
         return uninstall
 
@@ -135,6 +142,8 @@ class TrainingBridge(Bridge):
             with staging:
                 result = self._execute(job, request, staging)
         except Exception as e:
+            if self.stop_requested():
+                return  # the stop made it fail: Stopped, not Failed (Workers)
             LOG.error("training job %s failed:\n%s", job.training_job_name,
                       traceback.format_exc())
             job.failure_reason = runner_error(e, staging)

@@ -24,7 +24,7 @@ class PrepareDataStep(Step):
                  seed: int = 42, validation_fraction: float = 0.1,
                  test_fraction: float = 0.1, cache_dir: str = "~/.cache/mlharness/mnist",
                  mirrors: list[str] | None = None, download_timeout_s: float = 10.0,
-                 comment: str | None = None):
+                 min_test_per_class: int = 10, comment: str | None = None):
         super().__init__(state_id, comment=comment)
         self.output_uri = output_uri
         self.source = source
@@ -34,6 +34,8 @@ class PrepareDataStep(Step):
         self.cache_dir = cache_dir
         self.mirrors = list(mirrors or [])
         self.download_timeout_s = download_timeout_s
+        # a gate on a handful of test images says nothing: each class needs this many
+        self.min_test_per_class = min_test_per_class
 
     def request(self, ctx: BuildContext) -> dict[str, Any]:
         return {
@@ -44,6 +46,7 @@ class PrepareDataStep(Step):
             "Seed": self.seed,
             "ValidationFraction": self.validation_fraction,
             "TestFraction": self.test_fraction,
+            "MinTestPerClass": self.min_test_per_class,
             "OutputUri": self.output_uri,
         }
 

@@ -8,6 +8,7 @@ the step's request is the ``StartJobRun`` body: the job name and the run's argum
 """
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from harness.steps.base import (
 )
 
 GLUE_VERSIONS = ("5.0", "5.1")
+GLUE_JOB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
 WORKER_TYPES = ("G.025X", "G.1X", "G.2X", "G.4X", "G.8X")
 
 
@@ -58,6 +60,12 @@ class GlueStartJobRunStep(Step):
             raise ConfigError("the Glue job needs a fixed name", field=f"{state_id}.job_name",
                               expected="a non-empty string (the job is created once and "
                               "run by every execution)", got=job_name)
+        if not GLUE_JOB_NAME.fullmatch(job_name):
+            # Glue itself takes almost any text up to 255 characters; the name also
+            # names files and IAM resources here, so it is one plain path component
+            raise ConfigError("not a usable Glue job name", field=f"{state_id}.job_name",
+                              expected="1-255 letters, digits, '-', '_' or '.', starting "
+                              "with a letter or digit", got=job_name)
         if glue_version not in GLUE_VERSIONS:
             raise ConfigError("unsupported Glue version", field=f"{state_id}.glue_version",
                               expected=" | ".join(GLUE_VERSIONS), got=glue_version)

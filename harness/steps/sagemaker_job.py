@@ -10,15 +10,22 @@ from harness.placeholders import Placeholder, has_placeholders, unique_name
 from harness.steps.base import BuildContext
 
 
-def resource_name(name: str, where: str) -> str:
+# "-" + a run id (20261201-094123-ab12): what unique_name appends to a prefix
+RUN_ID_SUFFIX = 21
+
+
+def resource_name(name: str, where: str, max_length: int = 63) -> str:
     """A SageMaker resource name: a fixed prefix gets ``-<run id>`` (names must be new on
-    every run); a name with placeholders is used as it is."""
+    every run); a name with placeholders is used as it is. ``max_length`` is the limit
+    of the whole name (63 for jobs, models and endpoints; 32 for tuning jobs)."""
     if isinstance(name, Placeholder) or (isinstance(name, str) and has_placeholders(name)):
         return str(name)
-    if not isinstance(name, str) or not re.fullmatch(r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,40}", name):
+    most = max_length - 1 - RUN_ID_SUFFIX
+    if not isinstance(name, str) or not re.fullmatch(
+            r"[a-zA-Z0-9](-*[a-zA-Z0-9]){0,%d}" % most, name):
         raise ConfigError("not a usable SageMaker name prefix", field=where,
-                          expected="1-41 letters, digits and hyphens (the run id is appended)",
-                          got=name)
+                          expected=f"1-{most + 1} letters, digits and hyphens (the run id is "
+                          "appended)", got=name)
     return unique_name(name)
 
 

@@ -59,7 +59,9 @@ def test_failed_step_is_recorded_with_resume_command(cfg, monkeypatch):
     assert "raw/train/part-00000.parquet" in str(e.value)
     rec = e.value.run_record
     assert rec.status == "FAILED" and rec.failed_step == "score"
-    assert rec.resume_command == f"harness run --resume {rec.run_id} --from score"
+    # the run's own config is stored; the command names only the runs folder (not default)
+    assert rec.resume_command == (f"harness run --runs-dir {cfg.runs_path()} "
+                                  f"--resume {rec.run_id} --from score")
     assert rec.step("score").status == "FAILED" and "corrupt input" in rec.step("score").error
     assert rec.step("gate").status == rec.step("check").status == "PENDING"
     assert "check" not in executor_fakes.CALLS

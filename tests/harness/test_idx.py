@@ -123,3 +123,92 @@ def test_images_must_be_bytes(tmp_path):
     write_idx(tmp_path / "l-idx1-ubyte", np.zeros(2, dtype=np.uint8))
     with pytest.raises(DataError, match="unsigned bytes"):
         read_image_label_pair(tmp_path / "i-idx3-ubyte", tmp_path / "l-idx1-ubyte")
+
+
+# ----------------------------------------------------------------------------- hostile headers
+
+
+def _header(type_code: int, dims: tuple[int, ...]) -> bytes:
+    return struct.pack(f">HBB{len(dims)}I", 0, type_code, len(dims), *dims)
+
+
+def _read_error(path) -> str:
+    with pytest.raises(DataError) as e:
+        read_idx(path)
+    msg = str(e.value)
+    assert str(path) in msg
+    return msg
+
+
+@pytest.mark.parametrize("dims, field", [
+    ((5, 0, 28), "dimension 2 of the header"),
+    ((5, 28, 0), "dimension 3 of the header"),
+    ((0, 0, 0), "dimension 2 of the header"),
+])
+def test_zero_dimension_in_header(tmp_path, dims, field):
+    path = tmp_path / "zero-images-idx3-ubyte"
+    path.write_bytes(_header(0x08, dims))
+    msg = _read_error(path)
+    assert f"field '{field}'" in msg and "Expected a size of at least 1" in msg
+
+
+def test_dimension_product_overflowing_64_bits(tmp_path):
+    # 2**31 * 2**31 * 4 == 2**64: wraps to 0 in int64 arithmetic, "matching" an empty body
+    path = tmp_path / "overflow-images-idx3-ubyte"
+    path.write_bytes(_header(0x08, (2**31, 2**31, 4)))
+    msg = _read_error(path)
+    assert "truncated" in msg and "dimensions 1-3 of the header" in msg
+    assert f"Expected {2**64} data bytes" in msg and "0 data bytes" in msg
+
+
+def test_dimension_product_exceeding_the_file(tmp_path):
+    path = tmp_path / "huge-images-idx3-ubyte.gz"
+    path.write_bytes(gzip.compress(_header(0x08, (2**32 - 1,) * 3) + bytes(10)))
+    msg = _read_error(path)
+    assert "truncated" in msg and f"Expected {(2**32 - 1) ** 3} data bytes" in msg
+
+
+def test_dimensions_larger_than_the_data_for_wider_types(tmp_path):
+    path = tmp_path / "floats-idx2"
+    path.write_bytes(_header(0x0D, (3, 4)) + bytes(3 * 4 * 4 - 1))  # float32: 48 bytes due
+    msg = _read_error(path)
+    assert "Expected 48 data bytes" in msg and "47 data bytes" in msg
+    assert "field 'dimensions 1-2 of the header'" in msg
+
+
+def test_unknown_dtype_code(tmp_path):
+    path = tmp_path / "t-idx1-ubyte"
+    path.write_bytes(_header(0x07, (1,)) + b"\x00")
+    msg = _read_error(path)
+    assert "data type code (byte 2 of the magic number)" in msg and "0x07" in msg
+    assert "0x08 (u8)" in msg and "0x0E (f64)" in msg
+
+
+def test_zero_dimension_count(tmp_path):
+    path = tmp_path / "n-idx0"
+    path.write_bytes(b"\x00\x00\x08\x00" + bytes(8))
+    msg = _read_error(path)
+    assert "dimension count (byte 3 of the magic number)" in msg
+    assert "Expected at least 1 dimension" in msg
+
+
+def test_dimension_count_beyond_the_file(tmp_path):
+    path = tmp_path / "n-idx255"
+    path.write_bytes(b"\x00\x00\x08\xff" + bytes(100))
+    msg = _read_error(path)
+    assert "truncated inside the header" in msg and "1024 header bytes" in msg
+    assert "field 'dimension sizes (bytes 4-1023)'" in msg
+
+
+@pytest.mark.parametrize("damage", ["crc", "body", "trailing", "method"])
+def test_corrupt_gzip_variants(tmp_path, images, damage):
+    path = tmp_path / f"{damage}-images-idx3-ubyte.gz"
+    write_idx(path, images)
+    raw = path.read_bytes()
+    raw = {"crc": raw[:-8] + bytes([raw[-8] ^ 0xFF]) + raw[-7:],
+           "body": raw[:12] + bytes(b ^ 0x55 for b in raw[12:40]) + raw[40:],
+           "trailing": raw + b"garbage!",
+           "method": raw[:2] + b"\x07" + raw[3:]}[damage]
+    path.write_bytes(raw)
+    msg = _read_error(path)
+    assert "gzip" in msg and "Expected a complete gzip stream" in msg

@@ -9,6 +9,7 @@ import http.server
 import logging
 import os
 import socket
+import struct
 import threading
 from pathlib import Path
 
@@ -22,7 +23,7 @@ from harness.config import PipelineConfig
 from harness.errors import DataError
 from harness.idx import write_idx
 from harness.stages import StageContext
-from local_runners.prepare import MNIST_MD5, LocalPrepareRunner
+from local_runners.prepare import MIN_IMAGE_SIDE, MNIST_MD5, LocalPrepareRunner
 
 
 def make_ctx() -> StageContext:
@@ -46,7 +47,7 @@ def run(req: dict, ctx: StageContext | None = None) -> dict:
     return LocalPrepareRunner().run(req, ctx or make_ctx())
 
 
-def write_pair(directory: Path, prefix: str, n: int, *, h: int = 6, w: int = 5, k: int = 3,
+def write_pair(directory: Path, prefix: str, n: int, *, h: int = 12, w: int = 10, k: int = 3,
                fill: int | None = None, gz: bool = True, seed: int = 0) -> tuple[Path, Path]:
     """Write a small images/labels IDX pair; every class 0..k-1 occurs."""
     rng = np.random.default_rng(seed)
@@ -120,7 +121,7 @@ def test_directory_with_train_and_t10k_keeps_t10k_as_test(tmp_path):
     out = run(request(tmp_path, uris.file_uri(src)))
     assert out["Source"] == "directory" and out["SourceLocation"] == str(src)
     assert out["Counts"] == {"train": 54, "validation": 6, "test": 12}
-    assert (out["ImageHeight"], out["ImageWidth"], out["NumClasses"]) == (6, 5, 3)
+    assert (out["ImageHeight"], out["ImageWidth"], out["NumClasses"]) == (12, 10, 3)
     test_pixels = np.concatenate(read_split(tmp_path / "raw", "test")
                                  .column("pixels").to_numpy(zero_copy_only=False))
     train_pixels = np.concatenate(read_split(tmp_path / "raw", "train")
@@ -261,7 +262,7 @@ def test_bad_files_name_the_file_and_leave_nothing(tmp_path, case, target, expec
     elif case == "range":
         write_idx(lp, np.array([0, 1, 4] * 10, dtype=np.uint8))  # classes 2 and 3 missing
     elif case == "empty":
-        write_idx(ip, np.zeros((0, 6, 5), dtype=np.uint8))
+        write_idx(ip, np.zeros((0, 12, 10), dtype=np.uint8))
         write_idx(lp, np.zeros(0, dtype=np.uint8))
     elif case == "no-labels":
         lp.unlink()
@@ -277,11 +278,11 @@ def test_bad_files_name_the_file_and_leave_nothing(tmp_path, case, target, expec
 
 def test_image_sizes_must_agree(tmp_path):
     src = tmp_path / "idx"
-    write_pair(src, "a", 10, h=6)
-    write_pair(src, "b", 10, h=7)
+    write_pair(src, "a", 10, h=12)
+    write_pair(src, "b", 10, h=13)
     with pytest.raises(DataError, match="image size differs") as e:
         run(request(tmp_path, str(src)))
-    assert "b-images-idx3-ubyte.gz" in str(e.value) and "6x5" in str(e.value)
+    assert "b-images-idx3-ubyte.gz" in str(e.value) and "12x10" in str(e.value)
 
 
 def test_missing_directory(tmp_path):
@@ -337,3 +338,124 @@ def test_source_that_is_a_file(tmp_path):
     with pytest.raises(DataError, match="not a directory") as e:
         run(request(tmp_path, str(ip)))
     assert str(ip) in str(e.value)
+
+
+# ----------------------------------------------------------------------------- hostile data dirs
+# Each names the file at fault and the expected value, and leaves no output behind.
+
+
+def _hostile_error(tmp_path, src: Path) -> str:
+    with pytest.raises(DataError) as e:
+        run(request(tmp_path, str(src)))
+    assert not (tmp_path / "raw").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["idx"]
+    msg = str(e.value)
+    assert "Expected" in msg
+    return msg
+
+
+def test_hostile_empty_directory(tmp_path):
+    (tmp_path / "idx").mkdir()
+    msg = _hostile_error(tmp_path, tmp_path / "idx")
+    assert str(tmp_path / "idx") in msg and "no IDX image/label pair" in msg
+    assert "Got []" in msg
+
+
+def test_hostile_more_labels_than_images(tmp_path):
+    ip, lp = write_pair(tmp_path / "idx", "train", 30)
+    write_idx(lp, (np.arange(31) % 3).astype(np.uint8))
+    msg = _hostile_error(tmp_path, tmp_path / "idx")
+    assert str(ip) in msg and str(lp) in msg and "count mismatch" in msg
+    assert "as many labels as images (30)" in msg and "31 labels" in msg
+
+
+def test_hostile_label_255(tmp_path):
+    _, lp = write_pair(tmp_path / "idx", "train", 30, k=10)
+    write_idx(lp, np.r_[np.arange(29) % 10, 255].astype(np.uint8))
+    msg = _hostile_error(tmp_path, tmp_path / "idx")
+    assert str(lp) in msg and "labels out of range" in msg and "K = max label + 1 = 256" in msg
+    assert "missing [10, 11, 12, 13, 14, 15, ..., 249, 250, 251, 252, 253, 254] (245 values)" \
+        in msg
+
+
+def test_hostile_label_near_2_to_the_31(tmp_path):
+    # K = 2**31 classes: listing the missing ones must not build range(K) (it ran out of
+    # memory: the process was killed)
+    _, lp = write_pair(tmp_path / "idx", "train", 30, k=10)
+    write_idx(lp, np.r_[np.arange(29) % 10, 2**31 - 1].astype(np.int32))
+    msg = _hostile_error(tmp_path, tmp_path / "idx")
+    assert str(lp) in msg and f"K = max label + 1 = {2**31}" in msg
+    assert f"missing [10, 11, 12, 13, 14, 15, ..., " in msg
+    assert f"{2**31 - 3}, {2**31 - 2}] ({2**31 - 11} values)" in msg
+
+
+def test_hostile_negative_label(tmp_path):
+    _, lp = write_pair(tmp_path / "idx", "train", 30)
+    write_idx(lp, np.r_[np.arange(29) % 3, -1].astype(np.int8))
+    msg = _hostile_error(tmp_path, tmp_path / "idx")
+    assert str(lp) in msg and "negative class label" in msg and "[-1, 0, 1, 2]" in msg
+
+
+@pytest.mark.parametrize("h, w", [(1, 1), (9, 28), (28, 9)])
+def test_hostile_images_too_small_for_the_network(tmp_path, h, w):
+    ip, _ = write_pair(tmp_path / "idx", "train", 30, h=h, w=w)
+    msg = _hostile_error(tmp_path, tmp_path / "idx")
+    assert str(ip) in msg and "too small" in msg and "rows x columns" in msg
+    assert "at least 10x10 pixels" in msg and f"{h}x{w}" in msg
+
+
+@pytest.mark.parametrize("label", [0, 7])
+def test_hostile_single_class(tmp_path, label):
+    _, lp = write_pair(tmp_path / "idx", "train", 30)
+    write_idx(lp, np.full(30, label, dtype=np.uint8))
+    msg = _hostile_error(tmp_path, tmp_path / "idx")
+    assert str(lp) in msg and f"a single class ({label})" in msg and "K >= 2" in msg
+
+
+def test_hostile_zero_image_rows_in_the_header(tmp_path):
+    ip, _ = write_pair(tmp_path / "idx", "train", 30, gz=False)
+    ip.write_bytes(ip.read_bytes()[:4] + struct.pack(">3I", 30, 0, 10))
+    msg = _hostile_error(tmp_path, tmp_path / "idx")
+    assert str(ip) in msg and "dimension 2 of the header" in msg
+
+
+@pytest.mark.slow
+def test_min_image_side_is_the_networks():
+    """MIN_IMAGE_SIDE is what model/network.py accepts: 10 builds, 9 does not."""
+    from model.network import build_classifier
+    build_classifier(MIN_IMAGE_SIDE, MIN_IMAGE_SIDE, 3)
+    for h, w in ((MIN_IMAGE_SIDE - 1, MIN_IMAGE_SIDE), (MIN_IMAGE_SIDE, MIN_IMAGE_SIDE - 1)):
+        with pytest.raises(ValueError):
+            build_classifier(h, w, 3)
+
+
+# ------------------------------------------------------------- a test split worth gating
+
+
+def test_a_test_split_too_small_for_the_gate_stops_before_anything_is_written(tmp_path):
+    # 60 digits of 3 classes: the test split holds 2 of each, and the gate would pass or
+    # fail on a handful of images
+    write_pair(tmp_path / "data", "tiny", 60)
+    with pytest.raises(DataError) as e:
+        run(request(tmp_path, str(tmp_path / "data"), MinTestPerClass=10))
+    msg = str(e.value)
+    assert "tiny-images-idx3-ubyte.gz" in msg and "data.min_test_per_class" in msg
+    assert "2 example(s) of class" in msg and "at least 10" in msg
+    assert not (tmp_path / "raw").exists()
+
+
+def test_the_minimum_per_class_is_configurable_and_zero_turns_it_off(tmp_path):
+    write_pair(tmp_path / "data", "tiny", 60)
+    assert run(request(tmp_path, str(tmp_path / "data"), MinTestPerClass=2))["Counts"][
+        "test"] == 6
+    out = run(request(tmp_path / "b", str(tmp_path / "data"), MinTestPerClass=0))
+    assert out["Counts"]["test"] == 6
+
+
+def test_the_default_pipeline_asks_for_ten_test_examples_per_class():
+    from pipeline_support import pipeline, request as step_request, run_document
+
+    cfg, wf = pipeline()
+    assert cfg.data.min_test_per_class == 10
+    body = step_request(wf, "prepare", run_document("file:///tmp/x"))
+    assert body["MinTestPerClass"] == 10

@@ -14,7 +14,7 @@ from pipeline_support import pipeline, request, run_document, stage_code, stage_
 from support import sample_digits, write_split
 
 from harness import uris
-from harness.errors import StepFailed
+from harness.errors import ConfigError, StepFailed
 from local_runners.train import LocalTrainingRunner
 from model.data import DataFormatError, load_split
 
@@ -153,7 +153,12 @@ def test_script_failure_is_step_failed_and_leaves_nothing(job, tmp_path):
 
 @pytest.mark.slow
 def test_unknown_hyperparameter_fails_clearly(tmp_path):
-    cfg, base, request, ctx = make_job(tmp_path, "r3", {"epochs": 1, "epoch_count": 3})
+    # the default pipeline refuses it before the run starts ...
+    with pytest.raises(ConfigError, match="--epoch_count is not an argument"):
+        make_job(tmp_path, "r3", {"epochs": 1, "epoch_count": 3})
+    # ... and a request that carries one anyway fails in the script, naming it
+    cfg, base, request, ctx = make_job(tmp_path, "r3", {"epochs": 1})
+    request["HyperParameters"]["epoch_count"] = "3"
     write_splits(base, sizes=(50, 20, 20))
     with pytest.raises(StepFailed, match="unrecognized arguments: --epoch_count 3"):
         LocalTrainingRunner().run(request, ctx)

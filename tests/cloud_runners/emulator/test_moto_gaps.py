@@ -1,10 +1,12 @@
 """moto's Step Functions interpreter, patched by cloud_runners.emulator.moto_gaps:
 ``glue:startJobRun.sync``, ``sagemaker:createTrainingJob.sync`` and
-``createProcessingJob.sync`` run to the end, and ``aws-sdk:s3:getObject`` gives its body
-as a string that ``States.StringToJson`` parses (the gate of a pipeline)."""
+``createProcessingJob.sync`` run to the end, ``aws-sdk:s3:getObject`` gives its body
+as a string that ``States.StringToJson`` parses (the gate of a pipeline), and a stopped
+execution aborts the task that waits for its job."""
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 from botocore.exceptions import ClientError
@@ -242,6 +244,42 @@ def test_a_failed_processing_job_fails_the_task_with_the_describe_response(monke
         assert cause["ProcessingJobStatus"] == "Failed"
         assert cause["FailureReason"] == "AlgorithmError: model archive not found"
         assert cause["ProcessingJobName"] == "pj-1"
+
+
+def test_a_stopped_execution_aborts_the_task_that_waits_for_its_job(monkeypatch):
+    """Gap 5: StopExecution while a ``.sync`` task waits: TaskStateAborted, as on AWS,
+    not a TaskSucceeded with no output."""
+    from moto.sagemaker.models import SageMakerModelBackend
+
+    original = SageMakerModelBackend.create_processing_job
+
+    def never_ends(backend, *args, **kwargs):
+        job = original(backend, *args, **kwargs)
+        job.processing_job_status = "InProgress"
+        return job
+
+    monkeypatch.setattr(SageMakerModelBackend, "create_processing_job", never_ends)
+    with EmbeddedEmulator() as emu:
+        sfn = emu.client("stepfunctions")
+        arn = sfn.create_state_machine(
+            name="waits", definition=json.dumps(_processing_sync(PROCESSING)),
+            roleArn=TRAINING["RoleArn"])["stateMachineArn"]
+        execution = sfn.start_execution(stateMachineArn=arn, input="{}")["executionArn"]
+
+        def events():
+            return [e["type"] for e in sfn.get_execution_history(
+                executionArn=execution, maxResults=1000)["events"]]
+
+        deadline = time.monotonic() + 10
+        while "TaskSubmitted" not in events():
+            assert time.monotonic() < deadline, events()
+            time.sleep(0.05)
+        sfn.stop_execution(executionArn=execution)
+        while sfn.describe_execution(executionArn=execution)["status"] == "RUNNING":
+            assert time.monotonic() < deadline + 10
+            time.sleep(0.05)
+        assert sfn.describe_execution(executionArn=execution)["status"] == "ABORTED"
+        assert events()[-3:] == ["TaskSubmitted", "TaskStateAborted", "ExecutionAborted"]
 
 
 @pytest.mark.parametrize("threshold, status", [(0.9, "SUCCEEDED"), (0.95, "FAILED")])
