@@ -264,6 +264,27 @@ def cmd_runs(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def _print_step_table(console: Console, step, run_dir) -> None:
+    """The step kind's own table of its output (e.g. a tuning job's trials)."""
+    import harness.steps  # noqa: F401 - the built-in kinds
+    from harness.steps.base import Step
+    from harness.storage import read_json
+
+    cls = Step.kind_class(step.kind)
+    if cls is None or not step.output or not (run_dir / step.output).exists():
+        return
+    shown = cls.table(read_json(run_dir / step.output))
+    if shown is None:
+        return
+    columns, rows = shown
+    table = Table(title=f"{step.name} ({step.kind})")
+    for col in columns:
+        table.add_column(col)
+    for row in rows:
+        table.add_row(*[_value(v) for v in row])
+    console.print(table)
+
+
 def cmd_show(args: argparse.Namespace, console: Console) -> int:
     store = _store(args)
     rec = store.load(args.run_id)
@@ -281,6 +302,7 @@ def cmd_show(args: argparse.Namespace, console: Console) -> int:
             console.rule(f"{step.name} log (last 40 lines)")
             lines = (run_dir / step.log).read_text(errors="replace").splitlines()
             console.print("\n".join(lines[-40:]), markup=False, highlight=False)
+        _print_step_table(console, step, run_dir)
         if step.error:
             _print_error(console, "Error", step.error)
         return 0

@@ -87,6 +87,43 @@ class TrainConfig(_Section):
     ]
 
 
+class RangeConfig(_Section):
+    """One hyperparameter range of the tuning job (SageMaker's ParameterRanges)."""
+
+    type: Literal["continuous", "integer", "categorical"]
+    min_value: float | None = None
+    max_value: float | None = None
+    scaling_type: Literal["Auto", "Linear", "Logarithmic", "ReverseLogarithmic"] = "Auto"
+    values: list[int | float | str] = []
+
+
+class TuneConfig(_Section):
+    """Hyperparameter tuning (a SageMaker tuning job, Optuna locally): when enabled it
+    replaces the training step, and its best trial's model is evaluated and deployed."""
+
+    enabled: bool = False
+    job_name: str = Field("mnist-tune", description="at most 10 characters: a tuning job's "
+                          "name is at most 32 with the run id")
+    objective_metric: str = "validation:accuracy"
+    objective_type: Literal["Maximize", "Minimize"] = "Maximize"
+    strategy: Literal["Bayesian", "Random", "Grid", "Hyperband"] = "Bayesian"
+    max_jobs: int = Field(4, ge=1)
+    max_parallel_jobs: int = Field(2, ge=1)
+    early_stopping: Literal["Off", "Auto"] = "Off"
+    random_seed: int | None = 42
+
+    @field_validator("early_stopping", mode="before")
+    @classmethod
+    def _yaml_off(cls, v: Any) -> Any:
+        return "Off" if v is False else v  # YAML reads a bare Off as false
+
+    parameter_ranges: dict[str, RangeConfig] = {
+        "learning_rate": RangeConfig(type="continuous", min_value=0.001, max_value=0.01,
+                                     scaling_type="Logarithmic"),
+        "batch_size": RangeConfig(type="integer", min_value=64, max_value=256),
+    }
+
+
 class EvaluateConfig(_Section):
     # The evaluation runs as a SageMaker Processing job (model/evaluate.py); the gate
     # reads one metric of its evaluation.json.
@@ -142,6 +179,7 @@ class PipelineConfig(_Section):
     data: DataConfig = DataConfig()
     etl: EtlConfig = EtlConfig()
     train: TrainConfig = TrainConfig()
+    tune: TuneConfig = TuneConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     deploy: DeployConfig = DeployConfig()
     infer: InferConfig = InferConfig()

@@ -6,6 +6,8 @@ parameters. Nothing else in the tree knows these steps.
     prepare (client)  obtain MNIST, split it, raw Parquet (uploaded to S3 in the cloud)
     etl               Glue job: glue_etl/mnist_etl.py normalises the pixels (Spark)
     train             SageMaker TensorFlow training job: model/train.py (script mode)
+      or tune         with tune.enabled: a tuning job over that training job (Optuna
+                      locally); its best trial's model goes on
     evaluate          SageMaker Processing job: model/evaluate.py -> evaluation.json
     gate              continue only if evaluation.json's metric meets the threshold
     model, endpoint-config, endpoint    SageMaker hosting
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness.config import PROJECT_ROOT, PipelineConfig, TrainConfig
+from harness.config import PROJECT_ROOT, PipelineConfig, TrainConfig, TuneConfig
 from harness.errors import ConfigError
 from harness.steps import (
     EndpointConfigStep,
@@ -28,7 +30,12 @@ from harness.steps import (
     ProcessingInput,
     ProcessingOutput,
     ProcessingStep,
+    CategoricalParameter,
+    ContinuousParameter,
+    IntegerParameter,
+    Step,
     TrainingStep,
+    TuningStep,
     serving_environment,
 )
 from harness.workflow import Workflow, run_path
@@ -51,6 +58,39 @@ def check_hyperparameters(t: TrainConfig, values: dict[str, Any] | None = None,
     if problems:
         raise ConfigError("; ".join(problems), field=where,
                           expected="values model/train.py accepts")
+
+
+def tuning_step(u: TuneConfig, train: TrainingStep, t: TrainConfig) -> TuningStep:
+    """The tuning job of ``tune:`` over the training step; the default script's ranges are
+    checked with its own rules at both ends before any trial."""
+    ranges: dict[str, Any] = {}
+    for name, r in u.parameter_ranges.items():
+        where = f"tune.parameter_ranges.{name}"
+        if r.type == "categorical":
+            if not r.values:
+                raise ConfigError("a categorical range lists its values", field=where,
+                                  expected="values: [a, b, ...]")
+            ranges[name] = CategoricalParameter(r.values)
+            bounds = list(r.values)
+        else:
+            if r.min_value is None or r.max_value is None:
+                raise ConfigError("a range has a min_value and a max_value", field=where)
+            cls = IntegerParameter if r.type == "integer" else ContinuousParameter
+            low, high = ((int(r.min_value), int(r.max_value)) if r.type == "integer"
+                         else (r.min_value, r.max_value))
+            if r.type == "integer" and (low != r.min_value or high != r.max_value):
+                raise ConfigError("an integer range has integer bounds", field=where,
+                                  got=(r.min_value, r.max_value))
+            ranges[name] = cls(low, high, r.scaling_type)
+            bounds = [low, high]
+        for value in bounds:
+            check_hyperparameters(t, {**t.hyperparameters, name: value}, where)
+    return TuningStep(
+        "tune", training=train, job_name=u.job_name, objective_metric=u.objective_metric,
+        objective_type=u.objective_type, parameter_ranges=ranges, strategy=u.strategy,
+        max_jobs=u.max_jobs, max_parallel_jobs=u.max_parallel_jobs,
+        early_stopping=u.early_stopping, random_seed=u.random_seed,
+        comment="tunes model/train.py's hyperparameters")
 
 
 def build(cfg: PipelineConfig) -> Workflow:
@@ -86,6 +126,10 @@ def build(cfg: PipelineConfig) -> Workflow:
         max_runtime_s=t.max_runtime_s, framework_version=t.framework_version,
         py_version=t.py_version)
     model_data = train.output()["ModelArtifacts"]["S3ModelArtifacts"]
+    learn: Step = train
+    if cfg.tune.enabled:  # the tuning job's best trial is evaluated and deployed
+        learn = tuning_step(cfg.tune, train, t)
+        model_data = learn.best_model_data()
 
     evaluate = ProcessingStep(
         "evaluate", job_name=v.job_name, code="evaluate.py",
@@ -101,7 +145,7 @@ def build(cfg: PipelineConfig) -> Workflow:
 
     gate = Gate("gate", json_uri=run_path("evaluation", "evaluation.json"),
                 metric=f"metrics.{v.metric}", threshold=v.threshold, direction=v.direction,
-                retry_from=train)
+                retry_from=learn)
 
     model = ModelStep(
         "model", model_name=h.model_name, model_data=model_data,
@@ -122,7 +166,7 @@ def build(cfg: PipelineConfig) -> Workflow:
         output_uri=run_path("inference"), batch_size=cfg.infer.batch_size,
         expected_accuracy=gate.output()["Body"]["metrics"]["accuracy"])
 
-    return Workflow("mnist", prepare >> etl >> train >> evaluate >> gate >> model >> config
+    return Workflow("mnist", prepare >> etl >> learn >> evaluate >> gate >> model >> config
                     >> endpoint >> infer,
                     comment="mlharness MNIST pipeline: Glue ETL -> SageMaker training -> "
                     "evaluation -> gate -> model, endpoint config, endpoint")

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from harness.config import PipelineConfig
+from harness.errors import HarnessError
 from harness.progress import NullProgress, Progress
 
 GLUE_JOBS = "glue:CreateJob"  # registry key of the Glue job definitions
@@ -55,3 +56,15 @@ class StageRunner(ABC):
                ) -> None:
         """A resumed run reuses this step's earlier output: restore what the step left in
         ``ctx.registry`` (nothing by default)."""
+
+
+def required_field(request: dict[str, Any], *path: str, what: str, expected: str) -> Any:
+    """``request[path[0]][path[1]]...``; a missing field is a HarnessError naming its dotted
+    path (``what``: e.g. "the training request"; ``expected``: the request's kind)."""
+    node: Any = request
+    for i, key in enumerate(path):
+        if not isinstance(node, dict) or key not in node:
+            raise HarnessError(f"{what} lacks a required field",
+                               field=".".join(path[: i + 1]), expected=expected)
+        node = node[key]
+    return node

@@ -20,7 +20,7 @@ from harness import uris
 from harness.archives import extract_archive, pack_directory
 from harness.errors import DataError, HarnessError, StepFailed
 from harness.metrics import MetricParser
-from harness.stages import StageContext, StageRunner
+from harness.stages import StageContext, StageRunner, required_field
 from harness.storage import atomic_dir
 from local_runners.script_process import ScriptFailed, run_script
 
@@ -28,15 +28,9 @@ HOST = "algo-1"
 
 
 def _required(request: dict[str, Any], *path: str) -> Any:
-    node: Any = request
-    for i, key in enumerate(path):
-        if not isinstance(node, dict) or key not in node:
-            raise HarnessError("the training request lacks a required field",
-                               field=".".join(path[: i + 1]),
-                               expected="a SageMaker CreateTrainingJob request "
-                               "(harness.steps.TrainingStep)")
-        node = node[key]
-    return node
+    return required_field(request, *path, what="the training request",
+                          expected="a SageMaker CreateTrainingJob request "
+                          "(harness.steps.TrainingStep)")
 
 
 def _hp_value(text: str) -> Any:

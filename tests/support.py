@@ -147,3 +147,32 @@ def predicted_classes(stdout: str) -> list[int]:
     """The class column of `harness predict`'s table (rows: # │ class │ probability)."""
     rows = [line.split("│") for line in stdout.splitlines() if line.count("│") == 4]
     return [int(r[2]) for r in rows]
+
+
+class RecordingProgress:
+    """A harness Progress (and announce) that keeps every task and message, thread-safe:
+    ``tasks`` [{description, total, advanced, updates}], ``messages``."""
+
+    def __init__(self):
+        import threading
+
+        self.tasks, self.messages = [], []
+        self._lock = threading.Lock()
+
+    def announce(self, msg):
+        with self._lock:
+            self.messages.append(msg)
+
+    def task(self, description, total=None):
+        rec = {"description": description, "total": total, "advanced": 0, "updates": []}
+        with self._lock:
+            self.tasks.append(rec)
+
+        class Handle:
+            def advance(self, amount=1):
+                rec["advanced"] += amount
+
+            def update(self, **kw):
+                rec["updates"].append(kw)
+
+        return contextlib.nullcontext(Handle())

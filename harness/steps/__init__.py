@@ -7,8 +7,11 @@ from harness.steps.hosting import EndpointConfigStep, EndpointStep, ModelStep, s
 from harness.steps.inference import InferenceStep
 from harness.steps.processing import ProcessingInput, ProcessingOutput, ProcessingStep
 from harness.steps.training import TrainingStep
+from harness.steps.tuning import (CategoricalParameter, ContinuousParameter, IntegerParameter,
+                                  TuningStep)
 
 __all__ = ["AFTER", "BEFORE", "MACHINE", "BuildContext", "Chain", "CodeAsset", "Step",
            "PrepareDataStep", "Gate", "GlueStartJobRunStep", "EndpointConfigStep",
            "EndpointStep", "ModelStep", "serving_environment", "InferenceStep",
-           "ProcessingInput", "ProcessingOutput", "ProcessingStep", "TrainingStep"]
+           "ProcessingInput", "ProcessingOutput", "ProcessingStep", "TrainingStep",
+           "TuningStep", "CategoricalParameter", "ContinuousParameter", "IntegerParameter"]

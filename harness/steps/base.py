@@ -148,6 +148,9 @@ class Step:
     local_runner: ClassVar[str | None] = None
     cloud_runner: ClassVar[str | None] = None
     emulator_bridge: ClassVar[str | None] = None
+    # False for a kind the embedded emulator cannot run yet (the emulator refuses the
+    # pipeline before starting, naming the step)
+    emulated: ClassVar[bool] = True
     # Fields of the output the state machine keeps (ResultSelector); None: all of it.
     result_fields: ClassVar[tuple[str, ...] | None] = None
     # The Task resource of a step that is one Task state (``states`` then builds it).
@@ -243,6 +246,23 @@ class Step:
     def headline(self, output: dict[str, Any]) -> dict[str, float]:
         """Headline metrics (``harness runs`` shows the first)."""
         return {}
+
+    @classmethod
+    def table(cls, output: dict[str, Any]) -> tuple[list[str], list[list[Any]]] | None:
+        """A table of the output for ``harness show RUN --step STEP`` (columns, rows), e.g.
+        the trials of a tuning job; None when the kind has none."""
+        return None
+
+    @staticmethod
+    def kind_class(kind: str) -> "type[Step] | None":
+        """The step class of a kind name (any subclass imported so far)."""
+        todo: list[type[Step]] = [Step]
+        while todo:
+            cls = todo.pop()
+            if cls.kind == kind:
+                return cls
+            todo.extend(cls.__subclasses__())
+        return None
 
     def creates(self, request: dict[str, Any]) -> list[tuple[str, str]]:
         """What a run creates in AWS through this step: [(what, name)]."""

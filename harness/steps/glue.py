@@ -23,7 +23,7 @@ from harness.steps.base import (
 )
 
 GLUE_VERSIONS = ("5.0", "5.1")
-GLUE_JOB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,254}")
+GLUE_JOB_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,254}")
 WORKER_TYPES = ("G.025X", "G.1X", "G.2X", "G.4X", "G.8X")
 
 
@@ -64,7 +64,7 @@ class GlueStartJobRunStep(Step):
             # Glue itself takes almost any text up to 255 characters; the name also
             # names files and IAM resources here, so it is one plain path component
             raise ConfigError("not a usable Glue job name", field=f"{state_id}.job_name",
-                              expected="1-255 letters, digits, '-', '_' or '.', starting "
+                              expected="1-255 letters, digits, '-' or '_', starting "
                               "with a letter or digit", got=job_name)
         if glue_version not in GLUE_VERSIONS:
             raise ConfigError("unsupported Glue version", field=f"{state_id}.glue_version",

@@ -1,6 +1,5 @@
 """The train step: the default pipeline's CreateTrainingJob request (a real, short
 SageMaker script-mode job) executed by LocalTrainingRunner."""
-import contextlib
 import json
 import os
 import sys
@@ -11,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from pipeline_support import pipeline, request, run_document, stage_code, stage_context
-from support import sample_digits, write_split
+from support import RecordingProgress, sample_digits, write_split
 
 from harness import uris
 from harness.errors import ConfigError, StepFailed
@@ -30,25 +29,6 @@ def write_splits(base, sizes=(1200, 300, 300), seed: int = 0) -> None:
     for split, n in zip(("train", "validation", "test"), sizes):
         write_split(processed(base, split), x[start:start + n], y[start:start + n])
         start += n
-
-
-class RecordingProgress:
-    def __init__(self):
-        self.tasks = []
-
-    @contextlib.contextmanager
-    def task(self, description, total=None):
-        rec = {"description": description, "total": total, "advanced": 0, "updates": []}
-        self.tasks.append(rec)
-
-        class Handle:
-            def advance(self, amount=1):
-                rec["advanced"] += amount
-
-            def update(self, **kw):
-                rec["updates"].append(kw)
-
-        yield Handle()
 
 
 def make_job(tmp, run_id: str, hyperparameters: dict, stage: bool = True):
