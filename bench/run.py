@@ -4,7 +4,9 @@ Not part of the tests. Each goal comes from the foundation issue:
   - end-to-end `harness run` wall time on the bundled sample (goal <= 30 s on 2 cores),
   - ETL: Spark (warm session) / numpy+pyarrow on 70,000 MNIST-sized rows (goal <= 1.5),
   - trainer throughput / bare model.fit of the same model on the same data (goal >= 0.95),
-  - accuracy on held-out sample digits and on the real MNIST test set (goal >= 0.95 each).
+  - accuracy on held-out sample digits and on the real MNIST test set (goal >= 0.95 each),
+  - tuning (bench/tune_bench.py): the tuner's overhead, the best trial against the default
+    hyperparameters, and the trial-epochs early stopping saves.
 """
 from __future__ import annotations
 
@@ -25,21 +27,24 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def harness_run(backend: str, runs_dir: Path) -> dict:
-    """One whole `harness run --backend BACKEND` on the bundled sample, in a fresh process:
-    its wall time and its summary (every backend writes the same one)."""
+def harness_run(backend: str, runs_dir: Path, *settings: str) -> dict:
+    """One whole `harness run --backend BACKEND` on the bundled sample, in a fresh process
+    (``settings``: ``section.field=value`` overrides): its wall time and its summary
+    (every backend writes the same one)."""
     t0 = time.perf_counter()
     proc = subprocess.run([str(Path(sys.executable).parent / "harness"), "run",
                            "--backend", backend, "--data", "fixture",
-                           "--runs-dir", str(runs_dir)],
+                           "--runs-dir", str(runs_dir),
+                           *[arg for s in settings for arg in ("--set", s)]],
                           cwd=ROOT, capture_output=True, text=True)
     wall = time.perf_counter() - t0
     if proc.returncode != 0:
         raise RuntimeError(f"harness run --backend {backend} failed ({proc.returncode}):\n"
                            f"{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    run_id = sorted(p.name for p in runs_dir.iterdir())[-1]
+    run_id = max((p for p in runs_dir.iterdir() if (p / "summary.json").exists()),
+                  key=lambda p: p.stat().st_mtime).name
     summary = json.loads((runs_dir / run_id / "summary.json").read_text())
-    return {"wall_s": round(wall, 2), "summary": summary}
+    return {"wall_s": round(wall, 2), "summary": summary, "run_dir": str(runs_dir / run_id)}
 
 
 def bench_end_to_end() -> dict:
@@ -55,9 +60,10 @@ def bench_end_to_end() -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--only", choices=["e2e", "etl", "train", "emulator"], action="append")
+    parser.add_argument("--only", choices=["e2e", "etl", "train", "emulator", "tuning"],
+                        action="append")
     args = parser.parse_args(argv)
-    only = set(args.only or ["e2e", "etl", "train", "emulator"])
+    only = set(args.only or ["e2e", "etl", "train", "emulator", "tuning"])
     console = Console()
     results: dict = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                      "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
@@ -77,6 +83,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench.e2e_bench import bench_e2e
         console.print("[bold]the cloud path on the embedded emulator vs local[/bold] …")
         results["emulator_e2e"] = bench_e2e()
+    if "tuning" in only:
+        from bench.tune_bench import bench_tuning
+        console.print("[bold]tuning: 8 trials, 2 at a time; early stopping[/bold] …")
+        results["tuning"] = bench_tuning()
     out = ROOT / "bench" / "results.json"
     if args.only and out.exists():  # a partial run updates the figures it measured
         results = {**json.loads(out.read_text()), **results}
@@ -114,6 +124,18 @@ def main(argv: list[str] | None = None) -> int:
         row("e2e on the emulator ÷ local wall time",
             f"{r['ratio']:.2f} ({r['e2e']['wall_s']:.1f} s / {r['local']['wall_s']:.1f} s)",
             "≤ 1.5", r["ok"])
+    if "tuning" in results:
+        t = results["tuning"]
+        row("tuning wall ÷ (sum of trial times ÷ 2)",
+            f"{t['overhead_ratio']:.2f} ({t['tune_s']:.1f} s / {t['trials_s'] / 2:.1f} s)",
+            "≤ 1.15", t["overhead_ratio"] <= 1.15)
+        row("best trial ÷ default hyperparameters (validation accuracy)",
+            f"{t['best_objective']:.4f} vs {t['default_objective']:.4f}", "best > default",
+            t["best_objective"] > t["default_objective"])
+        row("early stopping Auto: trial-epochs saved",
+            f"{t['epochs_saved']:.0%} ({t['auto_epochs']} vs {t['off_epochs']}); best "
+            f"{t['auto_best']:.4f} vs {t['best_objective']:.4f}", "≥ 25%, best ± 0.005",
+            t["epochs_saved"] >= 0.25 and abs(t["auto_best"] - t["best_objective"]) <= 0.005)
     console.print(table)
     console.print(f"Written: {out}")
     return 0

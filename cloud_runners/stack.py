@@ -28,6 +28,7 @@ NO_UPDATES = "No updates are to be performed"
 WAITER_CONFIG = {"Delay": 10, "MaxAttempts": 180}
 # Template parameter -> the resource kind whose name prefix it holds (Step.name_prefixes).
 PREFIX_PARAMETERS = {"GlueJobName": "glue-job", "TrainingJobPrefix": "training-job",
+                     "TuningJobPrefix": "tuning-job",
                      "ProcessingJobPrefix": "processing-job", "ModelPrefix": "model",
                      "EndpointConfigPrefix": "endpoint-config", "EndpointPrefix": "endpoint"}
 # A prefix for a kind the pipeline does not use: the role allows nothing real.

@@ -1,7 +1,7 @@
 """``harness cloud teardown``: delete exactly what the project created.
 
 SageMaker endpoints, endpoint configs and models whose names carry the pipeline's
-prefixes *and* the project tag; running training and processing jobs of the project
+prefixes *and* the project tag; running tuning, training and processing jobs of the project
 (stopped: finished jobs cost nothing and cannot be deleted); the Glue jobs and state
 machines tagged for the project; every object version in the project's bucket; then the
 stack. Nothing without the project's tag is touched.
@@ -57,7 +57,11 @@ def _sagemaker_resources(cfg: PipelineConfig, session, prefixes: dict[str, str],
 
     # Jobs still running cost money: stop them (finished jobs cost nothing and SageMaker
     # has no delete for them).
-    jobs = [("training job", "training-job", "list_training_jobs", "TrainingJobSummaries",
+    # Tuning jobs first: stopping one stops its training jobs too.
+    jobs = [("tuning job", "tuning-job", "list_hyper_parameter_tuning_jobs",
+             "HyperParameterTuningJobSummaries", "HyperParameterTuningJobName",
+             "HyperParameterTuningJobArn", "stop_hyper_parameter_tuning_job"),
+            ("training job", "training-job", "list_training_jobs", "TrainingJobSummaries",
              "TrainingJobName", "TrainingJobArn", "stop_training_job"),
             ("processing job", "processing-job", "list_processing_jobs",
              "ProcessingJobSummaries", "ProcessingJobName", "ProcessingJobArn",

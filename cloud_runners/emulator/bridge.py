@@ -18,6 +18,7 @@ emulator stops while it runs (``workers``; the Spark jobs are cancelled).
 """
 from __future__ import annotations
 
+import copy
 import logging
 import sys
 import threading
@@ -79,6 +80,14 @@ def request_field(snake: str) -> str:
     """A moto backend argument's request field name: ``training_job_name`` ->
     ``TrainingJobName``."""
     return "".join(w[:1].upper() + w[1:] for w in snake.split("_"))
+
+
+def bound_request(signature: Any, backend: Any, args: tuple, kwargs: dict) -> dict[str, Any]:
+    """The AWS request of an intercepted moto backend call: its arguments (copied) under
+    their request field names, the unset ones left out."""
+    bound = signature.bind(backend, *args, **kwargs)
+    return {request_field(k): copy.deepcopy(v) for k, v in bound.arguments.items()
+            if k != "self" and v is not None}
 
 
 def runner_error(e: BaseException, staging: S3Staging | None) -> str:

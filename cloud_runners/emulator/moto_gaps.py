@@ -25,7 +25,11 @@ The gaps (reproduced in ``tests/cloud_runners/emulator/test_moto_gaps.py``):
    ``.sync`` for ``createTrainingJob`` (polls ``DescribeTrainingJob``; ``Completed`` is the
    output, ``Failed``/``Stopped`` fail the task with ``States.TaskFailed`` and the
    describe response, ``FailureReason`` included, as the cause, as AWS does), and the
-   same for ``createProcessingJob`` (polls ``DescribeProcessingJob``).
+   same for ``createProcessingJob`` (polls ``DescribeProcessingJob``) and
+   ``createHyperParameterTuningJob`` (polls ``DescribeHyperParameterTuningJob``;
+   ``Stopping`` is still running). These re-use no more of moto than the fingerprinted
+   callback machinery below; what the bridges rely on in moto's SageMaker they
+   fingerprint themselves.
 4. ``aws-sdk:s3:getObject`` gives the botocore ``StreamingBody`` as ``Body``, so
    ``States.StringToJson($.Body)`` fails (``'StreamingChecksumBody' object has no
    attribute 'strip'``) and a task output holding it cannot be copied ("cannot pickle
@@ -86,6 +90,9 @@ _SAGEMAKER_SYNC = {
     "create_training_job": ("describe_training_job", "TrainingJobName", "TrainingJobStatus"),
     "create_processing_job": ("describe_processing_job", "ProcessingJobName",
                               "ProcessingJobStatus"),
+    "create_hyper_parameter_tuning_job": ("describe_hyper_parameter_tuning_job",
+                                          "HyperParameterTuningJobName",
+                                          "HyperParameterTuningJobStatus"),
 }
 _SAGEMAKER_SYNC_ACTIONS = set(_SAGEMAKER_SYNC)
 # The optimised SageMaker integrations of AWS Step Functions (request-response).
@@ -299,7 +306,7 @@ def _build_classes() -> dict[str, type]:
                     return super()._build_sync_resolver(env, resource_runtime_part,
                                                         normalised_parameters, state_credentials)
                 describe, name_field, status_field = _SAGEMAKER_SYNC[self._action()]
-                env.stack.pop()  # the Create* answer: {"TrainingJobArn"} / {"ProcessingJobArn"}
+                env.stack.pop()  # the Create* answer: {"TrainingJobArn"}, {"ProcessingJobArn"}...
                 name = normalised_parameters[name_field]
                 client = self._client(resource_runtime_part, state_credentials)
 

@@ -39,7 +39,7 @@ import threading
 import traceback
 from typing import Any, Callable
 
-from cloud_runners.emulator.bridge import Bridge, request_field, runner_error, utcnow
+from cloud_runners.emulator.bridge import Bridge, bound_request, runner_error, utcnow
 from cloud_runners.emulator.moto_gaps import check_fingerprints, resolve_attr
 from cloud_runners.emulator.workers import MARKER_VARIABLE
 from cloud_runners.s3_staging import OBJECT, PREFIX, S3Staging
@@ -108,9 +108,7 @@ class ProcessingBridge(Bridge):
                 dropped.fields = None
 
         def create_processing_job(backend, *args, **kwargs):
-            bound = signature.bind(backend, *args, **kwargs)
-            request = {request_field(k): copy.deepcopy(v) for k, v in bound.arguments.items()
-                       if k != "self" and v is not None}
+            request = bound_request(signature, backend, args, kwargs)
             request.update({k: copy.deepcopy(v)
                             for k, v in (getattr(dropped, "fields", None) or {}).items()
                             if v is not None})

@@ -38,9 +38,10 @@ import inspect
 import logging
 import threading
 import traceback
+from pathlib import Path
 from typing import Any, Callable
 
-from cloud_runners.emulator.bridge import Bridge, request_field, runner_error, utcnow
+from cloud_runners.emulator.bridge import Bridge, bound_request, runner_error, utcnow
 from cloud_runners.emulator.moto_gaps import check_fingerprints, resolve_attr
 from cloud_runners.s3_staging import OBJECT, PREFIX, S3Staging
 from harness import uris
@@ -90,6 +91,48 @@ def _stopped(job: Any) -> None:
         job.training_job_status = "Stopped"
 
 
+def stage_training_job(body: dict[str, Any], hyperparameters: str, staging: S3Staging
+                       ) -> tuple[dict[str, Any], str, Path]:
+    """``body`` -- a ``CreateTrainingJob`` request, or a tuning job's
+    ``TrainingJobDefinition`` (its hyperparameters are in the field ``hyperparameters``)
+    -- with only its S3 URIs turned into ``file://`` URIs of ``staging``: the code package
+    (``sagemaker_submit_directory``) and each channel's prefix downloaded, the output path
+    an empty local folder (hyperparameters naming a place under it, ``model_dir``, follow
+    it). Returns (that body, the S3 output path, the local output folder)."""
+    hps = dict(body.get(hyperparameters) or {})
+    output_path = (body.get("OutputDataConfig") or {}).get("S3OutputPath")
+    if not output_path:
+        raise HarnessError("the training job has no OutputDataConfig.S3OutputPath",
+                           field="OutputDataConfig.S3OutputPath", expected="an s3:// URI")
+    local = copy.deepcopy(body)
+    submit = hps.get("sagemaker_submit_directory")
+    if isinstance(submit, str) and submit.startswith("s3://"):
+        # A missing package is left to the runner, which names it (as S3, here).
+        code = staging.download(submit, f"code/{submit.rsplit('/', 1)[-1]}",
+                                kind=OBJECT, required=False)
+        local[hyperparameters]["sagemaker_submit_directory"] = uris.file_uri(code)
+    out_uri = staging.local_uri("output", output_path)
+    out_dir = staging.path("output")
+    out_dir.mkdir()
+    local["OutputDataConfig"] = {**local["OutputDataConfig"], "S3OutputPath": out_uri}
+    # Other hyperparameters naming the output location (model_dir) follow it.
+    for key, value in hps.items():
+        if key != "sagemaker_submit_directory" and isinstance(value, str) \
+                and value.startswith(output_path.rstrip("/") + "/"):
+            local[hyperparameters][key] = out_uri + value[len(output_path.rstrip("/")):]
+    for i, channel in enumerate(local.get("InputDataConfig") or []):
+        try:
+            source = channel["DataSource"]["S3DataSource"]
+            remote = source["S3Uri"]
+        except (KeyError, TypeError):
+            continue  # the runner names the malformed channel
+        # An empty prefix is left out: the runner reports "no data for channel".
+        cname = channel.get("ChannelName", "channel")
+        target = staging.download(remote, f"data/{i}-{cname}", kind=PREFIX, required=False)
+        source["S3Uri"] = uris.file_uri(target)
+    return local, output_path, out_dir
+
+
 class TrainingBridge(Bridge):
     """Run emulated SageMaker training jobs with the local training runner (module doc)."""
 
@@ -106,10 +149,8 @@ class TrainingBridge(Bridge):
         signature = inspect.signature(original)
 
         def create_training_job(backend, *args, **kwargs):
-            bound = signature.bind(backend, *args, **kwargs)
             # moto writes its own MetricDefinitions into the request: keep ours.
-            request = {request_field(k): copy.deepcopy(v) for k, v in bound.arguments.items()
-                       if k != "self" and v is not None}
+            request = bound_request(signature, backend, args, kwargs)
             job = original(backend, *args, **kwargs)
             job.algorithm_specification = copy.deepcopy(request.get("AlgorithmSpecification"))
             job.model_artifacts = None
@@ -166,41 +207,8 @@ class TrainingBridge(Bridge):
         from local_runners.train import LocalTrainingRunner
 
         name = request["TrainingJobName"]
-        hps = dict(request.get("HyperParameters") or {})
-        output_path = (request.get("OutputDataConfig") or {}).get("S3OutputPath")
-        if not output_path:
-            raise HarnessError("the training job has no OutputDataConfig.S3OutputPath",
-                               field="OutputDataConfig.S3OutputPath", expected="an s3:// URI")
-
-        local = copy.deepcopy(request)
         job.secondary_status = "Downloading"
-        submit = hps.get("sagemaker_submit_directory")
-        if isinstance(submit, str) and submit.startswith("s3://"):
-            # A missing package is left to the runner, which names it (as S3, here).
-            code = staging.download(submit, f"code/{submit.rsplit('/', 1)[-1]}",
-                                    kind=OBJECT, required=False)
-            local["HyperParameters"]["sagemaker_submit_directory"] = uris.file_uri(code)
-        out_uri = staging.local_uri("output", output_path)
-        out_dir = staging.path("output")
-        out_dir.mkdir()
-        local["OutputDataConfig"] = {**local["OutputDataConfig"], "S3OutputPath": out_uri}
-        # Other hyperparameters naming the output location (model_dir) follow it.
-        for key, value in hps.items():
-            if key != "sagemaker_submit_directory" and isinstance(value, str) \
-                    and value.startswith(output_path.rstrip("/") + "/"):
-                local["HyperParameters"][key] = out_uri + value[len(output_path.rstrip("/")):]
-        for i, channel in enumerate(local.get("InputDataConfig") or []):
-            try:
-                source = channel["DataSource"]["S3DataSource"]
-                remote = source["S3Uri"]
-            except (KeyError, TypeError):
-                continue  # the runner names the malformed channel
-            # An empty prefix is left out: the runner reports "no data for channel".
-            cname = channel.get("ChannelName", "channel")
-            target = staging.download(remote, f"data/{i}-{cname}", kind=PREFIX,
-                                      required=False)
-            source["S3Uri"] = uris.file_uri(target)
-
+        local, output_path, out_dir = stage_training_job(request, "HyperParameters", staging)
         ctx = StageContext(run_id=name, step="train", config=self.cfg,
                            log=logging.getLogger(f"mlharness.emulator.training.{name}"),
                            announce=lambda m: None)

@@ -23,6 +23,9 @@ running:
 
 Threads still running after the grace period are named in a warning; they are daemon
 threads and end with the process.
+
+``Workers.request_stop`` stops one job the same way (1. and 2.) without waiting for it:
+an API's Stop* call (``StopHyperParameterTuningJob``) answers at once, and 3. follows.
 """
 from __future__ import annotations
 
@@ -113,6 +116,25 @@ class Workers:
                               else max(0.0, deadline - time.monotonic()))
         return [w.name for w in workers if w.thread is not None and w.thread.is_alive()]
 
+    def request_stop(self, name: str) -> bool:
+        """Stop the job of the worker named ``name`` without waiting for it (a Stop* call
+        of the API: it answers at once, the job ends moments later): ``JobStopped`` is
+        raised in its thread, its ``on_stopped`` runs when the thread ends. False when no
+        such job is still working."""
+        with self._lock:
+            found = [w for w in self._workers if w.name == name and w.thread is not None
+                     and w.thread.is_alive()]
+        for w in found:
+            with w.lock:
+                if not w.active or w.stop_requested:
+                    continue
+                w.stop_requested = True
+                _raise_in(w.thread, JobStopped)
+            if w.marker:
+                terminate_marked(w.marker)
+            return True
+        return False
+
     def stop(self, on_stop: Callable[[], None] | None = None,
              grace_s: float = STOP_GRACE_S) -> list[str]:
         """Stop every job still running (see the module doc); their names. ``on_stop``:
@@ -124,8 +146,9 @@ class Workers:
             with w.lock:
                 if not w.active:
                     continue
-                w.stop_requested = True
-                _raise_in(w.thread, JobStopped)
+                if not w.stop_requested:  # once: a second one would cut its clean-up short
+                    w.stop_requested = True
+                    _raise_in(w.thread, JobStopped)
             stopping.append(w)
         if stopping and on_stop is not None:
             on_stop()

@@ -120,9 +120,8 @@ class TuningStep(Step):
     kind = "tuning"
     title = "SageMaker hyperparameter tuning job"
     local_runner = "local_runners.tune:LocalTuningRunner"
-    # moto completes a tuning job at once with a made-up best job; the emulator bridge
-    # that runs the trials for real is not written yet
-    emulated = False
+    emulated = True
+    emulator_bridge = "cloud_runners.emulator.tuning_bridge:TuningBridge"
     resource = "arn:aws:states:::sagemaker:createHyperParameterTuningJob.sync"
     result_fields = ("HyperParameterTuningJobName", "HyperParameterTuningJobStatus",
                      "BestTrainingJob", "TrainingJobStatusCounters")

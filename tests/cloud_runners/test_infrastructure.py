@@ -135,6 +135,15 @@ def test_step_functions_statements_name_the_prefixes(template):
     assert set(events["Action"]) == {"events:PutTargets", "events:PutRule", "events:DescribeRule"}
     assert "rule/StepFunctionsGetEventsForSageMakerTrainingJobsRule" in json.dumps(events)
     assert "rule/StepFunctionsGetEventsForSageMakerProcessingJobsRule" in json.dumps(events)
+    assert "rule/StepFunctionsGetEventsForSageMakerTuningJobsRule" in json.dumps(events)
+    tuning = by_sid["TuningJob"]
+    assert tuning["Resource"] == {"Fn::Sub": "arn:${AWS::Partition}:sagemaker:${AWS::Region}:"
+                                  "${AWS::AccountId}:hyper-parameter-tuning-job/"
+                                  "${TuningJobPrefix}-*"}
+    assert set(tuning["Action"]) == {
+        "sagemaker:CreateHyperParameterTuningJob", "sagemaker:DescribeHyperParameterTuningJob",
+        "sagemaker:StopHyperParameterTuningJob",
+        "sagemaker:ListTrainingJobsForHyperParameterTuningJob", "sagemaker:AddTags"}
 
 
 def test_data_roles_scoped_to_the_project_prefix(template):
@@ -281,3 +290,31 @@ def test_job_roles_allow_exactly_the_data_the_steps_read_and_write(template, cfg
     ]
     for role, action, resource in denied:
         assert not allows(role, action, resource, subs), (action, resource)
+
+
+def test_state_machine_role_allows_a_tuning_pipelines_calls_and_no_other_names(template, cfg):
+    from cloud_support import workflow
+
+    cfg.tune.enabled = True
+    wf = workflow(cfg)
+    values = {p["ParameterKey"]: p["ParameterValue"] for p in stack_parameters(cfg, wf)}
+    subs = {**values, "AWS::Partition": "aws", "AWS::Region": REGION, "AWS::AccountId": ACCOUNT,
+            "Bucket.Arn": f"arn:aws:s3:::{BUCKET}"}
+    p = plan(cfg, wf)
+    role = template["Resources"]["StepFunctionsRole"]
+    (tune,) = [s for s in p["state_machine"]["definition"]["States"].values()
+               if s.get("Resource", "").endswith("createHyperParameterTuningJob.sync")]
+    needed = _needed(tune["Resource"], tune["Parameters"])
+    assert needed == {"sagemaker:CreateHyperParameterTuningJob",
+                      "sagemaker:DescribeHyperParameterTuningJob",
+                      "sagemaker:StopHyperParameterTuningJob", "sagemaker:AddTags"}
+    arn = f"arn:aws:sagemaker:{REGION}:{ACCOUNT}"
+    name = p["requests"]["tune"]["HyperParameterTuningJobName"]
+    for action in needed:
+        assert allows(role, action, f"{arn}:hyper-parameter-tuning-job/{name}", subs), action
+        assert not allows(role, action, f"{arn}:hyper-parameter-tuning-job/other-1", subs)
+    # SageMaker names the trials <tuning job>-NNN-xxxxxxxx: the training-job statement
+    assert allows(role, "sagemaker:DescribeTrainingJob",
+                  f"{arn}:training-job/{name}-001-0a1b2c3d", subs)
+    assert allows(role, "events:PutRule", f"arn:aws:events:{REGION}:{ACCOUNT}:rule/"
+                  "StepFunctionsGetEventsForSageMakerTuningJobsRule", subs)

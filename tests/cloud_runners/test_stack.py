@@ -23,6 +23,7 @@ def test_parameters_come_from_the_workflows_name_prefixes(cfg, wf):
     assert params(cfg, wf) == {
         "ProjectName": "mlharness", "KeyPrefix": "mlharness/runs",
         "GlueJobName": "mnist-etl", "TrainingJobPrefix": "mnist-train",
+        "TuningJobPrefix": stack.UNUSED,
         "ProcessingJobPrefix": "mnist-evaluate", "ModelPrefix": "mnist",
         "EndpointConfigPrefix": "mnist-config", "EndpointPrefix": "mnist-endpoint"}
     cfg.etl.job_name = "digits_etl"
@@ -33,6 +34,7 @@ def test_parameters_come_from_the_workflows_name_prefixes(cfg, wf):
     assert params(cfg, workflow(cfg)) == {
         "ProjectName": "mlharness", "KeyPrefix": "team/runs",
         "GlueJobName": "digits_etl", "TrainingJobPrefix": "digits-fit",
+        "TuningJobPrefix": stack.UNUSED,
         "ProcessingJobPrefix": "digits-check", "ModelPrefix": "digits",
         "EndpointConfigPrefix": "digits-config", "EndpointPrefix": "digits-endpoint"}
 
@@ -40,9 +42,18 @@ def test_parameters_come_from_the_workflows_name_prefixes(cfg, wf):
 def test_kinds_the_workflow_does_not_use_allow_nothing_real(cfg):
     values = params(cfg, training_only())
     assert values["TrainingJobPrefix"] == "digits-fit"
-    for key in ("GlueJobName", "ProcessingJobPrefix", "ModelPrefix", "EndpointConfigPrefix",
-                "EndpointPrefix"):
+    for key in ("GlueJobName", "TuningJobPrefix", "ProcessingJobPrefix", "ModelPrefix",
+                "EndpointConfigPrefix", "EndpointPrefix"):
         assert values[key] == stack.UNUSED, key
+
+
+def test_a_tuning_pipeline_scopes_its_tuning_and_training_jobs_to_its_prefix(cfg):
+    cfg.tune.enabled = True
+    cfg.tune.job_name = "digits-hpo"
+    values = params(cfg, workflow(cfg))
+    # the trials are training jobs named <tuning job>-NNN-xxxxxxxx: the same prefix
+    assert values["TuningJobPrefix"] == values["TrainingJobPrefix"] == "digits-hpo"
+    assert values["ProcessingJobPrefix"] == "mnist-evaluate"
 
 
 def test_two_prefixes_for_one_kind_is_a_config_error(cfg):

@@ -206,3 +206,53 @@ def test_teardown_without_credentials_touches_nothing(no_aws, cfg, wf):
     with pytest.raises(NoCredentials):
         teardown(cfg, session_for(cfg), wf)
     assert no_aws == []
+
+
+def test_a_tuning_pipelines_running_tuning_jobs_are_stopped(aws, cfg):
+    """Tuning jobs of the project (its tuning prefix and tag) still InProgress are stopped
+    (which stops their trials); finished ones and anyone else's are left."""
+    from botocore.awsrequest import AWSResponse
+    from cloud_support import workflow
+    from moto.sagemaker.models import sagemaker_backends
+
+    cfg.tune.enabled = True
+    wf = workflow(cfg)
+    assert wf.name_prefixes()["tuning-job"] == "mnist-tune"
+    out = stack.bootstrap(cfg, aws, wf)
+    sm = aws.client("sagemaker")
+    backend = sagemaker_backends[ACCOUNT][REGION]
+    definition = {"AlgorithmSpecification": {"TrainingImage": IMAGE,
+                                             "TrainingInputMode": "File"},
+                  "RoleArn": out["SageMakerRoleArn"],
+                  "OutputDataConfig": {"S3OutputPath": "s3://bkt/out"},
+                  "ResourceConfig": {"InstanceType": "ml.m5.xlarge", "InstanceCount": 1,
+                                     "VolumeSizeInGB": 10},
+                  "StoppingCondition": {"MaxRuntimeInSeconds": 60}}
+    config = {"Strategy": "Random", "ResourceLimits": {"MaxNumberOfTrainingJobs": 2,
+                                                       "MaxParallelTrainingJobs": 1}}
+    for name, tags, status in [("mnist-tune-r1", _tags(), "InProgress"),
+                               ("mnist-tune-r0", _tags(), "Completed"),
+                               ("mnist-tune-hand", [], "InProgress"),
+                               ("mnist-tune-teamb", _tags("team-b"), "InProgress"),
+                               ("other-tune-r1", _tags(), "InProgress")]:
+        sm.create_hyper_parameter_tuning_job(
+            HyperParameterTuningJobName=name, HyperParameterTuningJobConfig=config,
+            TrainingJobDefinition=definition, Tags=tags)
+        backend.hyper_parameter_tuning_jobs[name].hyper_parameter_tuning_job_status = status
+    calls = []
+
+    def stop(params, **kw):  # StopHyperParameterTuningJob, which moto 5.2.5 lacks
+        calls.append(json.loads(params["body"]))
+        job = backend.hyper_parameter_tuning_jobs[calls[-1]["HyperParameterTuningJobName"]]
+        job.hyper_parameter_tuning_job_status = "Stopped"
+        return AWSResponse("https://aws", 200, {}, None), {}
+
+    aws.events.register("before-call.sagemaker.StopHyperParameterTuningJob", stop)
+    deleted = teardown(cfg, aws, wf)
+    assert deleted[0] == "tuning job mnist-tune-r1 (stopped)"
+    assert calls == [{"HyperParameterTuningJobName": "mnist-tune-r1"}]
+    statuses = {n: j.hyper_parameter_tuning_job_status
+                for n, j in backend.hyper_parameter_tuning_jobs.items()}
+    assert statuses == {"mnist-tune-r1": "Stopped", "mnist-tune-r0": "Completed",
+                        "mnist-tune-hand": "InProgress", "mnist-tune-teamb": "InProgress",
+                        "other-tune-r1": "InProgress"}

@@ -126,15 +126,20 @@ def test_the_trials_plot_shows_each_trial_and_the_best_so_far(tmp_path):
     assert plot_trials([{"TrainingJobStatus": "Failed"}], "Minimize", tmp_path / "x.png") is None
 
 
-def test_the_emulator_refuses_a_tuning_pipeline_before_starting_anything(tmp_path):
-    from cloud_runners.emulator.backend import EmulatorBackend
+def test_the_emulator_runs_a_tuning_pipeline_with_the_tuning_bridge():
+    """The emulator accepts the tuning step and installs the bridge that runs its trials
+    (tests/cloud_runners/emulator/test_tuning_bridge.py runs one)."""
+    from cloud_runners.emulator.backend import make_bridges
+    from cloud_runners.emulator.tuning_bridge import TuningBridge
 
-    cfg, wf = pipeline(**{"tune.enabled": True, "runs_dir": str(tmp_path / "runs")})
-    assert wf.step("tune").kind == "tuning"
-    with pytest.raises(ConfigError) as e:
-        EmulatorBackend().run(wf, cfg)
-    assert "step 'tune' (tuning)" in e.value.message and "--backend local" in e.value.message
-    assert not (tmp_path / "runs").exists()
+    cfg, wf = pipeline(**{"tune.enabled": True})
+    step = wf.step("tune")
+    assert step.kind == "tuning" and step.emulated
+    assert all(s.emulated for s in wf.steps)
+    bridges = wf.emulator_bridges()
+    assert "cloud_runners.emulator.tuning_bridge:TuningBridge" in bridges
+    assert "cloud_runners.emulator.training_bridge:TrainingBridge" not in bridges
+    assert any(isinstance(b, TuningBridge) for b in make_bridges(cfg, "/tmp", bridges))
 
 
 def test_tune_config_ranges_are_checked_with_the_training_scripts_rules():
