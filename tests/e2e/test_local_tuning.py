@@ -18,7 +18,7 @@ def test_the_best_trials_model_is_evaluated_gated_and_served(tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "harness.cli", "run", "--data", "fixture", "--runs-dir", str(runs),
          "--set", "tune.enabled=true", "--set", "tune.max_jobs=2",
-         "--set", "tune.max_parallel_jobs=2", "--set", "train.hyperparameters.epochs=2",
+         "--set", "tune.max_parallel_jobs=2", "--set", "train.hyperparameters.epochs=1",
          "--set", "evaluate.threshold=0.9"],
         cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
