@@ -33,7 +33,7 @@ from typing import Any, Iterator
 
 from harness.backends import Backend, load
 from harness.config import PipelineConfig
-from harness.errors import ConfigError, HarnessError
+from harness.errors import HarnessError
 from harness.runs import new_run_id
 
 # Variables that could make boto3 use something other than the emulator's fake keys.
@@ -137,12 +137,6 @@ class EmulatorBackend(Backend):
         from cloud_runners.stack import bootstrap
 
         say = options.get("announce") or (lambda m: None)
-        missing = [s for s in wf.steps if not s.emulated]
-        if missing:
-            raise ConfigError(
-                f"the embedded emulator cannot run step '{missing[0].state_id}' "
-                f"({missing[0].kind}) yet", field="--backend",
-                expected="--backend local (or cloud) for this pipeline")
         cfg = cfg.model_copy(deep=True)
         cfg.backend = "emulator"
         bridges = wf.emulator_bridges()

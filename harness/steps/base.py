@@ -148,9 +148,6 @@ class Step:
     local_runner: ClassVar[str | None] = None
     cloud_runner: ClassVar[str | None] = None
     emulator_bridge: ClassVar[str | None] = None
-    # False for a kind the embedded emulator cannot run yet (the emulator refuses the
-    # pipeline before starting, naming the step)
-    emulated: ClassVar[bool] = True
     # Fields of the output the state machine keeps (ResultSelector); None: all of it.
     result_fields: ClassVar[tuple[str, ...] | None] = None
     # The Task resource of a step that is one Task state (``states`` then builds it).

@@ -134,8 +134,7 @@ def test_the_emulator_runs_a_tuning_pipeline_with_the_tuning_bridge():
 
     cfg, wf = pipeline(**{"tune.enabled": True})
     step = wf.step("tune")
-    assert step.kind == "tuning" and step.emulated
-    assert all(s.emulated for s in wf.steps)
+    assert step.kind == "tuning"
     bridges = wf.emulator_bridges()
     assert "cloud_runners.emulator.tuning_bridge:TuningBridge" in bridges
     assert "cloud_runners.emulator.training_bridge:TrainingBridge" not in bridges

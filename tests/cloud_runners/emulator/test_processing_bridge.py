@@ -16,7 +16,6 @@ from emulator_support import failures, run_to_end
 from support import C, D, save_tiny_model, write_split
 
 from cloud_runners import aws
-from cloud_runners.emulator import moto_gaps, processing_bridge
 from cloud_runners.emulator.processing_bridge import ProcessingBridge
 from cloud_runners.emulator.server import EmbeddedEmulator
 from harness.config import PROJECT_ROOT, PipelineConfig
@@ -27,23 +26,6 @@ BASE = f"s3://{BUCKET}/{PREFIX}"
 ROLE = "arn:aws:iam::123456789012:role/mlharness-sagemaker"
 PROC = "/opt/ml/processing"
 MODEL_URI = f"{BASE}/training/job/output/model.tar.gz"
-
-
-def test_guard_moto_internals_the_processing_bridge_relies_on_are_unchanged():
-    problems = processing_bridge.check()
-    assert not problems, ("moto changed under cloud_runners/emulator/processing_bridge.py; "
-                          "review the bridge for:\n" + "\n".join(problems))
-
-
-def test_guard_names_the_changed_symbol(monkeypatch):
-    from moto.sagemaker.models import SageMakerModelBackend
-
-    original = SageMakerModelBackend.create_processing_job
-    symbol = "moto.sagemaker.models.FakeProcessingJob.__init__"
-    monkeypatch.setitem(processing_bridge.FINGERPRINTS, symbol, "0" * 16)
-    with pytest.raises(moto_gaps.MotoGapsError, match=symbol.replace(".", r"\.")):
-        ProcessingBridge().install(emulator=None)
-    assert SageMakerModelBackend.create_processing_job is original
 
 
 @pytest.fixture(scope="module")

@@ -19,7 +19,7 @@ import pytest
 from emulator_support import failures, run_to_end
 
 from cloud_runners import aws
-from cloud_runners.emulator import moto_gaps, tuning_bridge
+from cloud_runners.emulator import tuning_bridge
 from cloud_runners.emulator.server import EmbeddedEmulator
 from cloud_runners.emulator.tuning_bridge import TuningBridge
 from harness.archives import pack_source_dir
@@ -144,23 +144,6 @@ def watch(emu, name: str, timeout_s: float = 120) -> list[str]:
 
     threading.Thread(target=poll, daemon=True).start()
     return seen
-
-
-def test_guard_moto_internals_the_tuning_bridge_relies_on_are_unchanged():
-    problems = tuning_bridge.check()
-    assert not problems, ("moto changed under cloud_runners/emulator/tuning_bridge.py; "
-                          "review the bridge for:\n" + "\n".join(problems))
-
-
-def test_guard_names_the_changed_symbol(monkeypatch):
-    from moto.sagemaker.models import SageMakerModelBackend
-
-    original = SageMakerModelBackend.create_hyper_parameter_tuning_job
-    symbol = "moto.sagemaker.models.HyperParameterTuningJob.describe"
-    monkeypatch.setitem(tuning_bridge.FINGERPRINTS, symbol, "0" * 16)
-    with pytest.raises(moto_gaps.MotoGapsError, match=symbol.replace(".", r"\.")):
-        TuningBridge().install(emulator=None)
-    assert SageMakerModelBackend.create_hyper_parameter_tuning_job is original
 
 
 def test_the_tuning_job_runs_its_trials_and_leaves_each_model_in_s3(tmp_path):
