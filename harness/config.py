@@ -111,6 +111,11 @@ class TuneConfig(_Section):
     max_parallel_jobs: int = Field(2, ge=1)
     early_stopping: Literal["Off", "Auto"] = "Off"
     random_seed: int | None = 42
+    # WarmStartConfig: earlier tuning jobs (their names, `harness show RUN --step tune`)
+    # whose trials seed this one's search
+    warm_start_parents: list[str] = Field(default_factory=list, max_length=5)
+    warm_start_type: Literal["IdenticalDataAndAlgorithm", "TransferLearning"] = \
+        "IdenticalDataAndAlgorithm"
 
     @field_validator("early_stopping", mode="before")
     @classmethod

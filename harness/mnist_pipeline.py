@@ -90,6 +90,7 @@ def tuning_step(u: TuneConfig, train: TrainingStep, t: TrainConfig) -> TuningSte
         objective_type=u.objective_type, parameter_ranges=ranges, strategy=u.strategy,
         max_jobs=u.max_jobs, max_parallel_jobs=u.max_parallel_jobs,
         early_stopping=u.early_stopping, random_seed=u.random_seed,
+        warm_start_parents=u.warm_start_parents, warm_start_type=u.warm_start_type,
         comment="tunes model/train.py's hyperparameters")
 
 

@@ -40,6 +40,8 @@ from local_runners.tuning_plot import plot_trials
 from local_runners.tuning_space import Range, search_space, strategy
 from local_runners.tuning_trial import (ChildProcesses, TrialResult, TrialRunner, iso,
                                         threads_per_trial, trial_name, training_request)
+from local_runners.tuning_warm_start import (ParentJob, Resolver, overall_best, parents,
+                                             runs_parents, seed)
 
 ARN = "arn:aws:sagemaker:local:000000000000:hyper-parameter-tuning-job/{}"
 EXPECTED = "a CreateHyperParameterTuningJob request (harness.steps.TuningStep)"
@@ -71,6 +73,10 @@ class LocalTuningRunner(StageRunner):
     stop_grace_s = 10.0  # SIGTERM -> SIGKILL for a stopped trial (SageMaker allows 120 s)
     poll_s = 0.2
 
+    def __init__(self, parents: Resolver | None = None, parents_where: str | None = None):
+        # where WarmStartConfig's parent tuning jobs are found: the runs folder by default
+        self.parents, self.parents_where = parents, parents_where
+
     def run(self, request: dict[str, Any], ctx: StageContext) -> dict[str, Any]:
         name = _required(request, "HyperParameterTuningJobName")
         config = _required(request, "HyperParameterTuningJobConfig")
@@ -95,9 +101,7 @@ class LocalTuningRunner(StageRunner):
         epochs = self._epochs(static, space)
         plan = strategy(config, space, epochs)
         parallel = min(parallel, plan.trials)
-        if request.get("WarmStartConfig"):
-            ctx.announce(f"tuning job {name}: WarmStartConfig is not used locally (the "
-                         "parent tuning jobs' trials are not known here); starting cold")
+        found = self._parents(request, ctx)
         records = trial_records(ctx)
         records.mkdir(parents=True, exist_ok=True)
         threads = threads_per_trial(parallel)
@@ -114,11 +118,27 @@ class LocalTuningRunner(StageRunner):
             study = optuna.create_study(
                 study_name=name, sampler=plan.sampler, pruner=plan.pruner,
                 direction="maximize" if objective_type == "Maximize" else "minimize")
+            if found:
+                seeding = seed(study, space, found)
+                ctx.announce(f"tuning job {name}: warm start from "
+                             f"{', '.join(p.name for p in found)}: {seeding.describe()}")
             results = self._optimize(study, trials, space, request, objective["Name"],
                                      plan.trials, parallel, ctx)
         ended = time.time()
-        return self._describe(request, trials, results, objective_type, created, ended,
-                              records, ctx)
+        out = self._describe(request, trials, results, objective_type, created, ended,
+                             records, ctx)
+        if found:
+            out["WarmStartConfig"] = request["WarmStartConfig"]
+            if request["WarmStartConfig"].get("WarmStartType") == "IdenticalDataAndAlgorithm":
+                out["OverallBestTrainingJob"] = overall_best(out["BestTrainingJob"], found,
+                                                             objective_type)
+        return out
+
+    def _parents(self, request: dict[str, Any], ctx: StageContext) -> list[ParentJob]:
+        if self.parents is not None:
+            return parents(request, self.parents, self.parents_where or "the emulator")
+        runs = ctx.config.runs_path()
+        return parents(request, runs_parents(runs), f"the runs folder {runs}")
 
     # -- the request ---------------------------------------------------------------------
 

@@ -29,8 +29,10 @@ function it returns undoes every patch:
   for a stopped or failed tuning job. The emulator stopping stops it the same way.
 
 The trials are training jobs of the tuner, not of moto: ``DescribeTrainingJob`` does
-not know them (ListTrainingJobsForHyperParameterTuningJob does). ``WarmStartConfig`` is
-not used (as locally) and ``TrainingJobDefinitions`` (several algorithms) is refused.
+not know them (ListTrainingJobsForHyperParameterTuningJob does). A ``WarmStartConfig``'s
+parents are tuning jobs this emulator ran: their trials seed the search, as locally
+(``local_runners.tuning_warm_start``). ``TrainingJobDefinitions`` (several algorithms) is
+refused.
 
 What the patch relies on in moto is fingerprinted in ``FINGERPRINTS``; ``check()`` names
 what changed and ``install()`` refuses to patch then
@@ -118,6 +120,18 @@ def _stopped(job: Any) -> None:
         job.hyper_parameter_tuning_job_status = "Stopped"
 
 
+def _parent(backend: Any, name: str) -> Any:
+    """A tuning job the emulator ran, for a warm start (its trials and best job): a
+    ``local_runners.tuning_warm_start.ParentJob``, None when there is none."""
+    from local_runners.tuning_warm_start import ParentJob
+
+    job = backend.hyper_parameter_tuning_jobs.get(name)
+    if job is None:
+        return None
+    doc = {**job.describe(), "TrainingJobSummaries": list(getattr(job, "bridge_trials", []))}
+    return ParentJob.from_describe(doc, "the emulator")
+
+
 class TuningBridge(Bridge):
     """Run emulated SageMaker tuning jobs with the local tuner (module doc)."""
 
@@ -140,7 +154,7 @@ class TuningBridge(Bridge):
             job = backend.hyper_parameter_tuning_jobs[request["HyperParameterTuningJobName"]]
             bridge._created(job)
             bridge.workers.start(worker_name(job.hyper_parameter_tuning_job_name),
-                                 lambda: bridge._run(job, request),
+                                 lambda: bridge._run(job, request, backend),
                                  on_stopped=lambda: _stopped(job))
             return arn
 
@@ -243,14 +257,14 @@ class TuningBridge(Bridge):
 
     # -- one tuning job -----------------------------------------------------------------------
 
-    def _run(self, job: Any, request: dict[str, Any]) -> None:
+    def _run(self, job: Any, request: dict[str, Any], backend: Any) -> None:
         staging: S3Staging | None = None
         t0 = time.monotonic()
         try:
             staging = S3Staging(self._emulator.client("s3"), prefix="mlharness-tuning-",
                                 dir=self.workdir)
             with staging:
-                result = self._execute(job, request, staging)
+                result = self._execute(request, staging, backend)
         except Exception as e:
             if self.stop_requested():
                 return  # the stop made it fail: Stopped, not Failed (Workers)
@@ -269,11 +283,13 @@ class TuningBridge(Bridge):
         job.training_job_status_counters = result["TrainingJobStatusCounters"]
         job.objective_status_counters = result["ObjectiveStatusCounters"]
         job.best_training_job = _trial(result["BestTrainingJob"], arn_prefix)
+        if result.get("OverallBestTrainingJob"):  # a warm start from identical jobs
+            job.OverallBestTrainingJob = _trial(result["OverallBestTrainingJob"], arn_prefix)
         job.consumed_resources = {"RuntimeInSeconds": int(round(time.monotonic() - t0))}
         job.hyper_parameter_tuning_end_time = job.last_modified_time = utcnow()
         job.hyper_parameter_tuning_job_status = "Completed"
 
-    def _execute(self, job: Any, request: dict[str, Any], staging: S3Staging
+    def _execute(self, request: dict[str, Any], staging: S3Staging, backend: Any
                  ) -> dict[str, Any]:
         from local_runners.tune import LocalTuningRunner
 
@@ -293,7 +309,9 @@ class TuningBridge(Bridge):
         log = logging.getLogger(f"mlharness.emulator.tuning.{name}")
         ctx = StageContext(run_id=name, step="tune", config=cfg, log=log,
                            announce=lambda m: log.info("%s", m))
-        result = LocalTuningRunner().run(local, ctx)
+        runner = LocalTuningRunner(parents=lambda parent: _parent(backend, parent),
+                                   parents_where="the emulator's tuning jobs")
+        result = runner.run(local, ctx)
         for summary in result.get("TrainingJobSummaries") or []:
             trial = summary["TrainingJobName"]
             for archive in ("model.tar.gz", "output.tar.gz"):

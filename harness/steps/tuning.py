@@ -26,6 +26,7 @@ STRATEGIES = ("Bayesian", "Random", "Grid", "Hyperband")
 OBJECTIVE_TYPES = ("Maximize", "Minimize")
 SCALING_TYPES = ("Auto", "Linear", "Logarithmic", "ReverseLogarithmic")
 EARLY_STOPPING = ("Off", "Auto")
+WARM_START_TYPES = ("IdenticalDataAndAlgorithm", "TransferLearning")
 # What SageMaker passes every trial of a tuning job (and the local tuner does too).
 OBJECTIVE_HYPERPARAMETER = "_tuning_objective_metric"
 TUNING_NAME_LENGTH = 32  # HyperParameterTuningJobName: at most 32 characters
@@ -130,7 +131,9 @@ class TuningStep(Step):
                  objective_type: str = "Maximize", strategy: str = "Bayesian",
                  max_jobs: int = 4, max_parallel_jobs: int = 1,
                  early_stopping: str = "Off", random_seed: int | None = None,
-                 warm_start_parents: Sequence[str] = (), comment: str | None = None):
+                 warm_start_parents: Sequence[str] = (),
+                 warm_start_type: str = "IdenticalDataAndAlgorithm",
+                 comment: str | None = None):
         super().__init__(state_id, comment=comment)
         if not isinstance(training, TrainingStep):
             raise ConfigError("a tuning step tunes a training step", field=f"{state_id}.training",
@@ -179,6 +182,13 @@ class TuningStep(Step):
         if len(self.warm_start_parents) > 5:
             raise ConfigError("a tuning job warm-starts from at most 5 parents",
                               field=f"{state_id}.warm_start_parents", got=self.warm_start_parents)
+        if len(set(self.warm_start_parents)) != len(self.warm_start_parents):
+            raise ConfigError("a parent tuning job is named twice",
+                              field=f"{state_id}.warm_start_parents", got=self.warm_start_parents)
+        if warm_start_type not in WARM_START_TYPES:
+            raise ConfigError("unknown warm start type", field=f"{state_id}.warm_start_type",
+                              expected=" | ".join(WARM_START_TYPES), got=warm_start_type)
+        self.warm_start_type = warm_start_type
 
     def code(self) -> list[CodeAsset]:
         return self.training.code()
@@ -214,7 +224,7 @@ class TuningStep(Step):
             request["WarmStartConfig"] = {
                 "ParentHyperParameterTuningJobs": [
                     {"HyperParameterTuningJobName": p} for p in self.warm_start_parents],
-                "WarmStartType": "IdenticalDataAndAlgorithm"}
+                "WarmStartType": self.warm_start_type}
         return request
 
     def best_training_job(self) -> str:

@@ -88,6 +88,9 @@ def test_the_best_model_is_found_where_sagemaker_writes_a_training_jobs_model():
     ({"job_name": "a-tuning-job-prefix"}, "tune.job_name"),  # 32 characters with the run id
     ({"strategy": "Grid"}, "tune.parameter_ranges"),
     ({"strategy": "Hyperband"}, "tune.early_stopping"),
+    ({"warm_start_parents": ["a"] * 6}, "tune.warm_start_parents"),
+    ({"warm_start_parents": ["a", "a"]}, "tune.warm_start_parents"),
+    ({"warm_start_parents": ["a"], "warm_start_type": "Identical"}, "tune.warm_start_type"),
 ])
 def test_a_bad_setting_is_refused_before_any_trial(kw, field):
     with pytest.raises(ConfigError) as e:
@@ -153,3 +156,14 @@ def test_tune_config_ranges_are_checked_with_the_training_scripts_rules():
     _, wf = pipeline(**{"tune.enabled": True, "tune.parameter_ranges": {
         "shift": {"type": "categorical", "values": [0.0, 0.1, 0.2]}}, "tune.strategy": "Grid"})
     assert wf.step("tune").tuned == ["shift"]
+
+
+def test_the_default_pipeline_warm_starts_from_the_tuning_jobs_named_in_config():
+    from harness.steps.base import BuildContext
+
+    _, wf = pipeline(**{"tune.enabled": True, "tune.warm_start_parents": ["mnist-tune-r1"],
+                        "tune.warm_start_type": "TransferLearning"})
+    request = wf.step("tune").request(BuildContext("local", LocalImages()))
+    assert request["WarmStartConfig"] == {
+        "ParentHyperParameterTuningJobs": [{"HyperParameterTuningJobName": "mnist-tune-r1"}],
+        "WarmStartType": "TransferLearning"}

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import math
 import os
 import re
 import signal
@@ -18,121 +17,22 @@ import tarfile
 import threading
 import time
 from datetime import datetime
-from pathlib import Path
 
 import psutil
 import pytest
-from support import RecordingProgress
 from pipeline_support import pipeline, run_document, stage_code, stage_context
 
 from harness import uris
-from harness.archives import pack_source_dir
 from harness.errors import HarnessError, StepFailed
 from harness.local_setup import LocalImages
 from harness.placeholders import resolve, run_path
-from harness.steps.base import BuildContext
 from harness.steps.training import TrainingStep
 from harness.steps.tuning import (CategoricalParameter, ContinuousParameter, IntegerParameter,
                                   TuningStep)
 from local_runners.tune import LocalTuningRunner
 from local_runners.tuning_trial import threads_per_trial
 
-METRIC = {"Name": "validation:accuracy", "Regex": r"val_accuracy=([0-9.eE+-]+)"}
-
-
-def accuracy(learning_rate, optimizer, epoch):
-    peak = 0.95 - 0.1 * (math.log10(learning_rate) + 2) ** 2 + (0.02 if optimizer == "adam"
-                                                                else 0.0)
-    return peak * (1 - 0.5 ** epoch)
-
-
-SCRIPT = """\
-import argparse, json, math, os, time
-from pathlib import Path
-
-{formula}
-
-p = argparse.ArgumentParser()
-p.add_argument("--learning_rate", type=float, required=True)
-p.add_argument("--optimizer", default="sgd")
-p.add_argument("--epochs", type=int, default=3)
-p.add_argument("--seconds_per_epoch", type=float, default=0.0)
-p.add_argument("--crash_above", type=float, default=None)
-p.add_argument("--model_dir")
-p.add_argument("--_tuning_objective_metric", required=True)
-args = p.parse_args()
-print(f"objective={{args._tuning_objective_metric}} threads={{os.environ['OMP_NUM_THREADS']}}"
-      f"/{{os.environ['TF_NUM_INTRAOP_THREADS']}}/{{os.environ['TF_NUM_INTEROP_THREADS']}}",
-      flush=True)
-for epoch in range(1, args.epochs + 1):
-    if args.crash_above is not None and args.learning_rate > args.crash_above and epoch == 2:
-        raise RuntimeError(f"diverged at learning rate {{args.learning_rate}}")
-    value = accuracy(args.learning_rate, args.optimizer, epoch)
-    print(f"epoch={{epoch}}/{{args.epochs}} val_accuracy={{value:.6f}}", flush=True)
-    time.sleep(args.seconds_per_epoch)
-Path(os.environ["SM_MODEL_DIR"], "model.json").write_text(json.dumps(
-    {{"learning_rate": args.learning_rate, "optimizer": args.optimizer}}))
-"""
-
-
-Recorder = RecordingProgress  # ctx.progress and ctx.announce of a test
-
-
-class Tuning:
-    """One tuning job of the tiny script in ``tmp``: its request, context and output."""
-
-    def __init__(self, tmp: Path, run_id: str = "t1", *, ranges, hyperparameters=None,
-                 regex=METRIC["Regex"], **tuning):
-        self.tmp, self.run_id = tmp, run_id
-        src = tmp / "src"
-        src.mkdir()
-        (src / "train.py").write_text(SCRIPT.format(formula=inspect.getsource(accuracy)))
-        (tmp / "data" / "train").mkdir(parents=True)
-        training = TrainingStep(
-            "train", job_name="tiny-train", source_dir=src, entry_point="train.py",
-            output_path=run_path("training"), inputs={"train": run_path("data", "train")},
-            hyperparameters={"epochs": 3, **(hyperparameters or {})},
-            metric_definitions=[{"Name": METRIC["Name"], "Regex": regex}])
-        args = dict(objective_metric=METRIC["Name"], max_jobs=4, max_parallel_jobs=1,
-                    random_seed=7)
-        args.update(tuning)
-        self.step = TuningStep("tune", training=training, job_name="tiny-tune",
-                               parameter_ranges=ranges, **args)
-        base = uris.file_uri(tmp)
-        pack_source_dir(src, tmp / "code" / "train" / "sourcedir.tar.gz")
-        self.request = resolve(self.step.request(BuildContext("local", LocalImages())),
-                               {"RunId": run_id, "BaseUri": base}, "tune")
-        self.name = self.request["HyperParameterTuningJobName"]
-        cfg, _ = pipeline(runs_dir=str(tmp / "runs"))
-        self.recorder = Recorder()
-        self.ctx = stage_context(cfg, "tune", run_id, progress=self.recorder)
-        self.ctx.announce = self.recorder.announce
-        self.records = tmp / "runs" / run_id / "steps" / "tune" / "trials"
-        self.training = tmp / "training"
-        self.output = None
-        self.seconds = None
-
-    def run(self, grace_s: float | None = None):
-        runner = LocalTuningRunner()
-        if grace_s is not None:
-            runner.stop_grace_s = grace_s
-        t0 = time.perf_counter()
-        self.output = runner.run(self.request, self.ctx)
-        self.seconds = time.perf_counter() - t0
-        return self.output
-
-    def record(self, trial: str, file: str):
-        path = self.records / trial / file
-        return json.loads(path.read_text()) if file.endswith(".json") else path.read_text()
-
-    def epochs_run(self) -> int:
-        return sum(len(re.findall(r"^epoch=\d+/", self.record(d.name, "log.txt"), re.M))
-                   for d in self.records.iterdir())
-
-
-def tuned_accuracy(summary, epoch: int = 3) -> float:
-    hp = summary["TunedHyperParameters"]
-    return accuracy(float(hp["learning_rate"]), hp.get("optimizer", "sgd"), epoch)
+from tuning_support import METRIC, SCRIPT, Tuning, accuracy, tuned_accuracy
 
 
 def seconds(iso: str) -> float:

@@ -199,6 +199,20 @@ def test_the_tuning_job_runs_its_trials_and_leaves_each_model_in_s3(tmp_path):
         job = sm.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=name)
         assert job["BestTrainingJob"]["TrainingJobName"] == best["TrainingJobName"]
         assert "OverallBestTrainingJob" not in job and "FailureReason" not in job
+
+        # a warm start from it: its 3 trials seed the next tuning job's search
+        child = tiny_tuning(tmp_path, max_jobs=1, seconds_per_epoch=0.2)
+        child.warm_start_parents = [name]
+        request = staged_request(emu, tmp_path, child, run_id="r2")
+        described, history = run_to_end(emu, definition(request), timeout_s=120)
+        assert described["status"] == "SUCCEEDED", failures(history)
+        job = sm.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName="tiny-tune-r2")
+        assert job["WarmStartConfig"]["ParentHyperParameterTuningJobs"] == [
+            {"HyperParameterTuningJobName": name}]
+        overall = job["OverallBestTrainingJob"]
+        assert overall["FinalHyperParameterTuningJobObjectiveMetric"]["Value"] == max(
+            best["FinalHyperParameterTuningJobObjectiveMetric"]["Value"],
+            job["BestTrainingJob"]["FinalHyperParameterTuningJobObjectiveMetric"]["Value"])
     # the trials' records stay out of runs_dir, the scratch folders are gone
     assert not (tmp_path / "runs").exists()
     assert not list((tmp_path / "work").iterdir())
