@@ -25,14 +25,14 @@ import yaml
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from rich.console import Console  # noqa: E402
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, SpinnerColumn,  # noqa: E402
+from rich.progress import (BarColumn, MofNCompleteColumn, SpinnerColumn,  # noqa: E402
                            TextColumn, TimeElapsedColumn)
 from rich.table import Table  # noqa: E402
 from rich.text import Text  # noqa: E402
 
 from harness.config import load_config  # noqa: E402
 from harness.errors import ConfigError, HarnessError  # noqa: E402
-from harness.progress import RichProgress  # noqa: E402
+from harness.progress import LiveProgress, RichProgress  # noqa: E402
 from harness.runs import RunStore, StepRecord  # noqa: E402
 
 STATUS_STYLE = {"SUCCEEDED": "green", "REUSED": "cyan", "FAILED": "bold red",
@@ -128,7 +128,7 @@ def cmd_run_workflow(cfg, wf, console: Console, *, resume: str | None = None,
 
     backend = backend_for(cfg.backend)
     titles = {s.state_id: f"{s.kind}: {s.comment}" for s in wf.steps}
-    progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+    progress = LiveProgress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
                         MofNCompleteColumn(), TimeElapsedColumn(), console=console,
                         transient=False)
 

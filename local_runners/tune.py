@@ -114,7 +114,10 @@ class LocalTuningRunner(StageRunner):
                      f"{config.get('Strategy', 'Bayesian')}, "
                      f"{objective_type.lower()} {objective['Name']}; trials in {records}")
         created = time.time()
-        with _quiet_optuna():
+        columns = ["trial", *[r.name for r in space], "epoch", "objective", "status", "note"]
+        title = f"tuning job {name}: {objective_type.lower()} {objective['Name']}"
+        with _quiet_optuna(), ctx.progress.table(title, columns) as table:
+            trials.table = table
             study = optuna.create_study(
                 study_name=name, sampler=plan.sampler, pruner=plan.pruner,
                 direction="maximize" if objective_type == "Maximize" else "minimize")
@@ -196,6 +199,7 @@ class LocalTuningRunner(StageRunner):
                         self._tell(study, trial, result)
                         results.append(result)
                         overall.advance(1)
+                        self._mark_best(trials, results, study.direction)
             except BaseException as e:  # Ctrl-C, a termination signal, the tuner's own bug
                 trials.children.stop_all(self.stop_grace_s)
                 pool.shutdown(wait=True, cancel_futures=True)
@@ -209,6 +213,19 @@ class LocalTuningRunner(StageRunner):
                 raise
             pool.shutdown(wait=True)
         return results
+
+    @staticmethod
+    def _mark_best(trials: TrialRunner, results: list[TrialResult],
+                   direction: optuna.study.StudyDirection) -> None:
+        """The best trial so far stands out in the live table."""
+        ranked = [r for r in results if r.status == "Completed" and r.objective is not None]
+        if not ranked:
+            return
+        sign = 1 if direction == optuna.study.StudyDirection.MAXIMIZE else -1
+        best = max(ranked, key=lambda r: (sign * r.objective, -r.number))
+        for r in ranked:
+            trials.table.row(r.name, {"_style": "bold green" if r is best else None,
+                                      "trial": f"{r.number:03d}" + (" ★" if r is best else "")})
 
     @staticmethod
     def _tell(study: optuna.Study, trial: optuna.trial.Trial, result: TrialResult) -> None:

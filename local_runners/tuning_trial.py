@@ -13,7 +13,8 @@ the step log, and the objective metric's regex (its ``MetricDefinitions`` entry,
 SageMaker applies it) is searched in it. The n-th objective value is reported to Optuna
 as step n (the epoch, for a script that prints the metric once per epoch); when the
 pruner says so the process gets SIGTERM, then SIGKILL after a grace period, and the
-trial is Stopped. A finished trial whose log never matched the regex has no objective.
+trial is Stopped (never after its last epoch's value: that would save nothing and lose a
+finished model). A finished trial whose log never matched the regex has no objective.
 """
 from __future__ import annotations
 
@@ -35,6 +36,7 @@ import optuna
 
 from harness import uris
 from harness.metrics import MetricParser
+from harness.progress import TableHandle, NullTable
 from harness.stages import StageContext
 from harness.storage import read_json, write_json_atomic
 from harness.steps.tuning import OBJECTIVE_HYPERPARAMETER
@@ -165,13 +167,19 @@ class TrialResult:
         return "Succeeded" if self.objective is not None else "Failed"
 
 
+def short_value(v: str) -> str:
+    """A hyperparameter value for a person: 4 significant digits."""
+    try:
+        return f"{float(v):.4g}" if not v.lstrip("-").isdigit() else v
+    except ValueError:
+        return v
+
+
 def describe_params(tuned: dict[str, str]) -> str:
-    def short(v: str) -> str:
-        try:
-            return f"{float(v):.4g}" if not v.lstrip("-").isdigit() else v
-        except ValueError:
-            return v
-    return " ".join(f"{k}={short(v)}" for k, v in sorted(tuned.items()))
+    return " ".join(f"{k}={short_value(v)}" for k, v in sorted(tuned.items()))
+
+
+STYLE = {"Completed": None, "Stopped": "yellow", "Failed": "red"}
 
 
 class TrialRunner:
@@ -179,8 +187,10 @@ class TrialRunner:
 
     def __init__(self, *, ctx: StageContext, tuning_job: str, tuning_arn: str,
                  objective: dict[str, str], records: Path, children: ChildProcesses,
-                 threads: int, prunes: bool, grace_s: float, epochs: int | None):
+                 threads: int, prunes: bool, grace_s: float, epochs: int | None,
+                 table: TableHandle | None = None):
         self.ctx = ctx
+        self.table = table or NullTable()  # the live table of trials (one row each)
         self.tuning_job, self.tuning_arn = tuning_job, tuning_arn
         self.objective = objective  # {"Name", "Regex"}
         self.records = records
@@ -198,22 +208,37 @@ class TrialRunner:
         write_json_atomic(folder / "request.json", request)
         label = f"{name} {describe_params(tuned)}"
         epochs = int(tuned["epochs"]) if tuned.get("epochs", "").isdigit() else self.epochs
+        self.table.row(name, {"trial": f"{number:03d}", "status": "InProgress",
+                              "epoch": f"0/{epochs or '?'}",
+                              **{k: short_value(v) for k, v in tuned.items()}})
         try:
-            with self.ctx.progress.task(label, total=epochs) as task:
-                self._execute(result, folder, request, trial, task, label)
-                task.update(description=self._line(result, label))
+            self._execute(result, folder, request, trial, epochs)
         except Exception as e:  # the tuner's own failure with this trial: the trial fails
             result.status, result.failure = "Failed", f"{type(e).__name__}: {e}"
             self.ctx.log.exception("trial %s", name)
         result.ended = result.ended or time.time()
         self._record(result, folder)
-        self.ctx.announce(self._line(result, label))
+        self.table.row(name, self.cells(result))
+        self.ctx.log.info("%s", self._line(result, label))
         return result
+
+    def cells(self, result: TrialResult) -> dict[str, Any]:
+        """The trial's row when it ended: status, objective, why it ended early."""
+        note = ""
+        if result.stopped_early is not None:
+            note = f"stopped early at epoch {result.stopped_early}"
+        elif result.interrupted:
+            note = "interrupted"
+        elif result.failure:
+            note = result.failure.splitlines()[0][:80]
+        return {"status": result.status, "note": note, "_style": STYLE.get(result.status),
+                "objective": (f"{result.objective:.4f}"
+                              if result.objective is not None else "-")}
 
     # -- the child process ------------------------------------------------------------
 
     def _execute(self, result: TrialResult, folder: Path, request: dict[str, Any],
-                 trial: optuna.trial.Trial, task: Any, label: str) -> None:
+                 trial: optuna.trial.Trial, epochs: int | None) -> None:
         parser = MetricParser([self.objective])
         tail: collections.deque[str] = collections.deque(maxlen=LOG_TAIL)
         argv = [sys.executable, "-m", "local_runners.train_trial",
@@ -237,10 +262,12 @@ class TrialRunner:
                     for _, value in parser.feed(line):
                         result.values.append(value)
                         trial.report(value, step=len(result.values))
-                        task.advance(1)
-                        task.update(description=f"{label}  {self.objective['Name']}="
-                                    f"{value:.4f}")
-                        if self.prunes and trial.should_prune():
+                        self.table.row(result.name, {
+                            "epoch": f"{len(result.values)}/{epochs or '?'}",
+                            "objective": f"{value:.4f}"})
+                        # stopping after the last epoch would save nothing and lose a model
+                        last = epochs is not None and len(result.values) >= epochs
+                        if self.prunes and not last and trial.should_prune():
                             result.stopped_early = len(result.values)
                             self.ctx.log.info("trial %s: stopping it early at objective "
                                               "step %d", result.name, result.stopped_early)

@@ -6,7 +6,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-POSITIVE_INTEGERS = ("epochs", "batch_size", "image_height", "image_width", "num_classes")
+POSITIVE_INTEGERS = ("epochs", "batch_size", "image_height", "image_width", "num_classes",
+                     "units")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -19,6 +20,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num_classes", type=int, default=10)
     p.add_argument("--shift", type=float, default=0.1,
                    help="random translation (fraction of the image) applied while training")
+    p.add_argument("--dropout", type=float, default=0.3,
+                   help="dropout rate before the dense layer (training only)")
+    p.add_argument("--units", type=int, default=128, help="width of the dense layer")
     # SageMaker passes every trial of a tuning job the name of the objective metric
     p.add_argument("--_tuning_objective_metric", default=None, help=argparse.SUPPRESS)
 
@@ -31,6 +35,8 @@ def problems(args: argparse.Namespace) -> list[str]:
         out.append(f"--learning_rate must be > 0, got {args.learning_rate}")
     if not 0 <= args.shift < 1:
         out.append(f"--shift must be in [0, 1), got {args.shift}")
+    if not 0 <= args.dropout < 1:
+        out.append(f"--dropout must be in [0, 1), got {args.dropout}")
     return out
 
 

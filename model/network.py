@@ -30,8 +30,10 @@ CLASSIFIER = "classifier"
 
 
 def build_classifier(image_height: int, image_width: int, num_classes: int,
-                     filters: tuple[int, int] = (32, 64), units: int = 128) -> keras.Model:
-    """The served network: flat pixels -> HxWx1 -> two conv/pool blocks -> dense -> softmax."""
+                     filters: tuple[int, int] = (32, 64), units: int = 128,
+                     dropout: float = 0.3) -> keras.Model:
+    """The served network: flat pixels -> HxWx1 -> two conv/pool blocks -> dropout ->
+    dense (``units`` wide) -> softmax."""
     inputs = keras.Input(shape=(image_height * image_width,), name=INPUT_NAME)
     x = layers.Reshape((image_height, image_width, 1), name="image")(inputs)
     x = layers.Conv2D(filters[0], 3, activation="relu", name="conv1")(x)
@@ -39,7 +41,7 @@ def build_classifier(image_height: int, image_width: int, num_classes: int,
     x = layers.Conv2D(filters[1], 3, activation="relu", name="conv2")(x)
     x = layers.MaxPooling2D(2, name="pool2")(x)
     x = layers.Flatten(name="flatten")(x)
-    x = layers.Dropout(0.3, name="dropout")(x)
+    x = layers.Dropout(dropout, name="dropout")(x)
     x = layers.Dense(units, activation="relu", name="dense")(x)
     outputs = layers.Dense(num_classes, activation="softmax", name=OUTPUT_PROBABILITIES)(x)
     return keras.Model(inputs, outputs, name=CLASSIFIER)
@@ -47,14 +49,16 @@ def build_classifier(image_height: int, image_width: int, num_classes: int,
 
 def build_model(image_height: int, image_width: int, num_classes: int,
                 learning_rate: float = 0.003, shift: float = 0.1,
-                filters: tuple[int, int] = (32, 64), units: int = 128) -> keras.Model:
+                filters: tuple[int, int] = (32, 64), units: int = 128,
+                dropout: float = 0.3) -> keras.Model:
     """The compiled training model: random shifts (training only) in front of the classifier.
 
     ``shift`` is the fraction of the image by which training images are randomly
     translated; 0 disables it. Only the classifier is exported for serving, so the
     augmentation (and its random state) never reaches the endpoint.
     """
-    classifier = build_classifier(image_height, image_width, num_classes, filters, units)
+    classifier = build_classifier(image_height, image_width, num_classes, filters, units,
+                                  dropout)
     inputs = keras.Input(shape=(image_height * image_width,), name=INPUT_NAME)
     x = inputs
     if shift > 0:

@@ -98,7 +98,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     with strategy.scope():
         model = build_model(args.image_height, args.image_width, args.num_classes,
-                            learning_rate=args.learning_rate, shift=args.shift)
+                            learning_rate=args.learning_rate, shift=args.shift,
+                            units=args.units, dropout=args.dropout)
     keys = [("loss", "train_loss"), ("accuracy", "train_accuracy"),
             ("val_loss", "val_loss"), ("val_accuracy", "val_accuracy")]
 

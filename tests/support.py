@@ -150,14 +150,29 @@ def predicted_classes(stdout: str) -> list[int]:
 
 
 class RecordingProgress:
-    """A harness Progress (and announce) that keeps every task and message, thread-safe:
-    ``tasks`` [{description, total, advanced, updates}], ``messages``."""
+    """A harness Progress (and announce) that keeps every task, table and message,
+    thread-safe: ``tasks`` [{description, total, advanced, updates}], ``tables``
+    [{title, columns, rows: {key: cells}, updates: [(key, cells)]}], ``messages``."""
 
     def __init__(self):
         import threading
 
-        self.tasks, self.messages = [], []
+        self.tasks, self.tables, self.messages = [], [], []
         self._lock = threading.Lock()
+
+    def table(self, title, columns):
+        rec = {"title": title, "columns": list(columns), "rows": {}, "updates": []}
+        lock = self._lock
+        with lock:
+            self.tables.append(rec)
+
+        class Handle:
+            def row(self, key, cells):
+                with lock:
+                    rec["rows"].setdefault(key, {}).update(cells)
+                    rec["updates"].append((key, dict(cells)))
+
+        return contextlib.nullcontext(Handle())
 
     def announce(self, msg):
         with self._lock:

@@ -151,8 +151,12 @@ def test_tune_config_ranges_are_checked_with_the_training_scripts_rules():
     assert e.value.field == "tune.parameter_ranges.epochs" and "--epochs" in e.value.message
     with pytest.raises(ConfigError) as e:
         pipeline(**{"tune.enabled": True, "tune.parameter_ranges": {
-            "dropout": {"type": "continuous", "min_value": 0.1, "max_value": 0.5}}})
-    assert "--dropout is not an argument" in e.value.message
+            "momentum": {"type": "continuous", "min_value": 0.1, "max_value": 0.5}}})
+    assert "--momentum is not an argument" in e.value.message
+    with pytest.raises(ConfigError) as e:
+        pipeline(**{"tune.enabled": True, "tune.parameter_ranges": {
+            "dropout": {"type": "continuous", "min_value": 0.1, "max_value": 1.0}}})
+    assert e.value.field == "tune.parameter_ranges.dropout" and "--dropout" in e.value.message
     _, wf = pipeline(**{"tune.enabled": True, "tune.parameter_ranges": {
         "shift": {"type": "categorical", "values": [0.0, 0.1, 0.2]}}, "tune.strategy": "Grid"})
     assert wf.step("tune").tuned == ["shift"]

@@ -111,12 +111,23 @@ def test_every_trial_is_a_named_recorded_training_job(bayesian):
         log = bayesian.record(trial, "log.txt")
         assert "objective=validation:accuracy" in log and log.count("\nepoch=") == 3
         assert (bayesian.training / trial / "output" / "model.tar.gz").is_file()
-    # a live line per trial: its name, values, objective and status
+    # a live table, a row per trial: its values, epoch, objective and status as they come
+    (table,) = bayesian.recorder.tables
+    assert table["columns"] == ["trial", "learning_rate", "optimizer", "epoch",
+                                "objective", "status", "note"]
+    best = out["BestTrainingJob"]["TrainingJobName"]
     for s in out["TrainingJobSummaries"]:
-        line = next(m for m in bayesian.recorder.messages if s["TrainingJobName"] in m)
-        assert "learning_rate=" in line and "Completed" in line
+        name = s["TrainingJobName"]
+        row = table["rows"][name]
         value = s["FinalHyperParameterTuningJobObjectiveMetric"]["Value"]
-        assert f"validation:accuracy={value:.4f}" in line
+        assert row["status"] == "Completed" and row["epoch"] == "3/3"
+        assert row["objective"] == f"{value:.4f}"
+        assert row["optimizer"] == s["TunedHyperParameters"]["optimizer"]
+        assert row["trial"].endswith(" ★") == (name == best)
+        statuses = [c["status"] for k, c in table["updates"] if k == name and "status" in c]
+        assert statuses == ["InProgress", "Completed"]
+        epochs = [c["epoch"] for k, c in table["updates"] if k == name and "epoch" in c]
+        assert epochs == ["0/3", "1/3", "2/3", "3/3"]
 
 
 def test_parallel_two_runs_two_trials_at_once_with_the_cores_shared(bayesian):
@@ -205,8 +216,8 @@ def test_early_stopping_auto_stops_bad_trials_and_saves_epochs(stopping):
             assert best_so_far < statistics.median(at_step)
             assert not (auto.training / s["TrainingJobName"]).exists()
             assert s["ObjectiveStatus"] == "Succeeded"  # SageMaker keeps a stopped job's value
-            line = next(m for m in auto.recorder.messages if s["TrainingJobName"] in m)
-            assert f"Stopped (stopped early at epoch {step})" in line
+            row = auto.recorder.tables[0]["rows"][s["TrainingJobName"]]
+            assert (row["status"], row["note"]) == ("Stopped", f"stopped early at epoch {step}")
         else:
             completed_before.append(rec)
     assert [p.name for p in auto.training.iterdir() if p.name.startswith(".")] == []

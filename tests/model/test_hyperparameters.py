@@ -15,6 +15,8 @@ def test_the_default_hyperparameters_pass():
     ({"batch_size": 0}, "--batch_size must be a positive integer"),
     ({"learning_rate": 0}, "--learning_rate must be > 0"),
     ({"shift": 1.5}, "--shift must be in [0, 1)"),
+    ({"dropout": 1.0}, "--dropout must be in [0, 1)"),
+    ({"units": 0}, "--units must be a positive integer"),
     ({"epochs": "six"}, "invalid int value: 'six'"),
     ({"lr": 0.1}, "--lr is not an argument of the training script"),
 ])
@@ -34,3 +36,11 @@ def test_the_training_script_refuses_the_same_values(tmp_path, capsys):
         parse_args(["--epochs", "-1", "--train", str(tmp_path), "--sm_model_dir",
                     str(tmp_path)])
     assert "--epochs must be a positive integer, got -1" in capsys.readouterr().err
+
+
+def test_units_and_dropout_shape_the_network():
+    from model.network import build_model, classifier_of
+
+    model = classifier_of(build_model(28, 28, 10, units=32, dropout=0.5))
+    assert model.get_layer("dense").units == 32
+    assert model.get_layer("dropout").rate == 0.5
