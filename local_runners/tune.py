@@ -29,7 +29,7 @@ import contextlib
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import optuna
 
@@ -68,14 +68,27 @@ def _quiet_optuna() -> Iterator[None]:
         optuna.logging.set_verbosity(level)
 
 
+def counters(results: list[TrialResult], running: int) -> dict[str, int]:
+    """``TrainingJobStatusCounters`` of the trials so far (a failed trial is not retried:
+    NonRetryableError)."""
+    statuses = [r.status for r in results]
+    return {"Completed": statuses.count("Completed"), "InProgress": running,
+            "RetryableError": 0, "NonRetryableError": statuses.count("Failed"),
+            "Stopped": statuses.count("Stopped")}
+
+
 class LocalTuningRunner(StageRunner):
     kind = "tune"
     stop_grace_s = 10.0  # SIGTERM -> SIGKILL for a stopped trial (SageMaker allows 120 s)
     poll_s = 0.2
 
-    def __init__(self, parents: Resolver | None = None, parents_where: str | None = None):
+    def __init__(self, parents: Resolver | None = None, parents_where: str | None = None,
+                 on_trial: Callable[[dict[str, Any], dict[str, int]], None] | None = None):
         # where WarmStartConfig's parent tuning jobs are found: the runs folder by default
         self.parents, self.parents_where = parents, parents_where
+        # called as each trial ends, with its summary (as ListTrainingJobsForHyperParameter
+        # TuningJob lists it) and the job's TrainingJobStatusCounters at that moment
+        self.on_trial = on_trial
 
     def run(self, request: dict[str, Any], ctx: StageContext) -> dict[str, Any]:
         name = _required(request, "HyperParameterTuningJobName")
@@ -200,6 +213,11 @@ class LocalTuningRunner(StageRunner):
                         results.append(result)
                         overall.advance(1)
                         self._mark_best(trials, results, study.direction)
+                        if self.on_trial is not None:
+                            kind = ("Maximize" if study.direction ==
+                                    optuna.study.StudyDirection.MAXIMIZE else "Minimize")
+                            self.on_trial(trials.summary(result, kind),
+                                          counters(results, running=len(pending)))
             except BaseException as e:  # Ctrl-C, a termination signal, the tuner's own bug
                 trials.children.stop_all(self.stop_grace_s)
                 pool.shutdown(wait=True, cancel_futures=True)
@@ -253,7 +271,6 @@ class LocalTuningRunner(StageRunner):
         best = max(ranked, key=lambda r: (sign * r.objective, -r.number))
         summaries = [trials.summary(r, objective_type)
                      for r in sorted(results, key=lambda r: r.number)]
-        statuses = [r.status for r in results]
         plot = plot_trials(summaries, objective_type, records.parent / "trials.png")
         ctx.log.info("objective per trial and best so far: %s", plot)
         ctx.announce(f"tuning job {name}: best {best.name} "
@@ -268,10 +285,7 @@ class LocalTuningRunner(StageRunner):
             "CreationTime": iso(created),
             "HyperParameterTuningEndTime": iso(ended),
             "LastModifiedTime": iso(ended),
-            "TrainingJobStatusCounters": {
-                "Completed": statuses.count("Completed"), "InProgress": 0,
-                "RetryableError": 0, "NonRetryableError": statuses.count("Failed"),
-                "Stopped": statuses.count("Stopped")},
+            "TrainingJobStatusCounters": counters(results, running=0),
             "ObjectiveStatusCounters": {
                 "Succeeded": sum(r.objective is not None for r in results), "Pending": 0,
                 "Failed": sum(r.objective is None for r in results)},

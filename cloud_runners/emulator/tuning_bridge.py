@@ -14,19 +14,21 @@ function it returns undoes every patch:
   directory (``cloud_runners.s3_staging``: one per tuning job, staged the way the
   training bridge stages a training job), runs ``local_runners.tune.LocalTuningRunner``
   on the very request with only the URIs turned into ``file://`` URIs of that directory
-  (its trial records in that directory too, not in ``runs_dir``), and uploads each
-  trial's ``model.tar.gz`` and ``output.tar.gz`` to ``<S3OutputPath>/<trial>/output/``,
-  where SageMaker puts a tuning job's training jobs' artifacts; then ``Completed`` with
+  (its trial records in that directory too, not in ``runs_dir``). As each trial ends it
+  is listed and counted (``TrainingJobStatusCounters``, ``ObjectiveStatusCounters``) and a
+  completed trial's ``model.tar.gz`` and ``output.tar.gz`` are uploaded to
+  ``<S3OutputPath>/<trial>/output/``, where SageMaker puts a tuning job's training jobs'
+  artifacts (so a stopped tuning job keeps its finished trials' models); then ``Completed`` with
   the real ``BestTrainingJob``, counters and consumed seconds, or ``Failed`` with the
   tuner's error (S3 locations, not temporary folders) as ``FailureReason``, or
   ``Stopped`` (below).
 - ``ListTrainingJobsForHyperParameterTuningJob`` (moto 5.2.5 lacks it) lists the trials
-  (``StatusEquals``, ``SortBy``, ``SortOrder``, ``MaxResults``/``NextToken``); none while
-  the tuning job runs.
+  (``StatusEquals``, ``SortBy``, ``SortOrder``, ``MaxResults``/``NextToken``); while the
+  tuning job runs, those that have ended (SageMaker lists running ones too).
 - ``StopHyperParameterTuningJob`` (moto lacks it too) answers at once, the job
   ``Stopping``; its worker is stopped (``Workers.request_stop``: the tuner stops its
-  running trials' processes) and the job is ``Stopped`` when it has. Nothing is uploaded
-  for a stopped or failed tuning job. The emulator stopping stops it the same way.
+  running trials' processes) and the job is ``Stopped`` when it has, its finished trials
+  listed and their models in S3. The emulator stopping stops it the same way.
 
 The trials are training jobs of the tuner, not of moto: ``DescribeTrainingJob`` does
 not know them (ListTrainingJobsForHyperParameterTuningJob does). A ``WarmStartConfig``'s
@@ -264,7 +266,7 @@ class TuningBridge(Bridge):
             staging = S3Staging(self._emulator.client("s3"), prefix="mlharness-tuning-",
                                 dir=self.workdir)
             with staging:
-                result = self._execute(request, staging, backend)
+                result = self._execute(job, request, staging, backend)
         except Exception as e:
             if self.stop_requested():
                 return  # the stop made it fail: Stopped, not Failed (Workers)
@@ -289,7 +291,7 @@ class TuningBridge(Bridge):
         job.hyper_parameter_tuning_end_time = job.last_modified_time = utcnow()
         job.hyper_parameter_tuning_job_status = "Completed"
 
-    def _execute(self, request: dict[str, Any], staging: S3Staging, backend: Any
+    def _execute(self, job: Any, request: dict[str, Any], staging: S3Staging, backend: Any
                  ) -> dict[str, Any]:
         from local_runners.tune import LocalTuningRunner
 
@@ -309,13 +311,34 @@ class TuningBridge(Bridge):
         log = logging.getLogger(f"mlharness.emulator.tuning.{name}")
         ctx = StageContext(run_id=name, step="tune", config=cfg, log=log,
                            announce=lambda m: log.info("%s", m))
-        runner = LocalTuningRunner(parents=lambda parent: _parent(backend, parent),
-                                   parents_where="the emulator's tuning jobs")
-        result = runner.run(local, ctx)
-        for summary in result.get("TrainingJobSummaries") or []:
-            trial = summary["TrainingJobName"]
+        arn_prefix = job.arn.rsplit(":", 1)[0]
+        uploaded: set[str] = set()
+
+        def upload(trial: str) -> None:
             for archive in ("model.tar.gz", "output.tar.gz"):
                 path = out_dir / trial / "output" / archive
                 if path.is_file():
                     staging.upload(path, uris.join(output_path, trial, "output", archive))
+            uploaded.add(trial)
+
+        def on_trial(summary: dict[str, Any], counters: dict[str, int]) -> None:
+            # as SageMaker: a finished trial is listed, counted and its model in S3 at once
+            if summary.get("TrainingJobStatus") == "Completed":
+                upload(summary["TrainingJobName"])
+            job.bridge_trials = [*job.bridge_trials, _trial(summary, arn_prefix)]
+            job.training_job_status_counters = counters
+            job.objective_status_counters = {
+                "Succeeded": sum(t.get("ObjectiveStatus") == "Succeeded"
+                                 for t in job.bridge_trials),
+                "Pending": counters["InProgress"],
+                "Failed": sum(t.get("ObjectiveStatus") == "Failed" for t in job.bridge_trials)}
+            job.last_modified_time = utcnow()
+
+        runner = LocalTuningRunner(parents=lambda parent: _parent(backend, parent),
+                                   parents_where="the emulator's tuning jobs",
+                                   on_trial=on_trial)
+        result = runner.run(local, ctx)
+        for summary in result.get("TrainingJobSummaries") or []:
+            if summary["TrainingJobName"] not in uploaded:
+                upload(summary["TrainingJobName"])
         return result

@@ -122,8 +122,9 @@ def definition(request: dict) -> dict:
         "ResultPath": "$.Tune", "End": True}}}
 
 
-def watch(emu, name: str, timeout_s: float = 120) -> list[str]:
-    """The tuning job's statuses as a poller sees them, from a thread until it ends."""
+def watch(emu, name: str, timeout_s: float = 120, live: list | None = None) -> list[str]:
+    """The tuning job's statuses as a poller sees them, from a thread until it ends;
+    ``live`` gets (completed trials counted, trials listed) while it is InProgress."""
     sm = emu.client("sagemaker")
     seen: list[str] = []
 
@@ -131,8 +132,12 @@ def watch(emu, name: str, timeout_s: float = 120) -> list[str]:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             try:
-                status = sm.describe_hyper_parameter_tuning_job(
-                    HyperParameterTuningJobName=name)["HyperParameterTuningJobStatus"]
+                job = sm.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=name)
+                status = job["HyperParameterTuningJobStatus"]
+                if live is not None and status == "InProgress":
+                    listed = sm.list_training_jobs_for_hyper_parameter_tuning_job(
+                        HyperParameterTuningJobName=name)["TrainingJobSummaries"]
+                    live.append((job["TrainingJobStatusCounters"]["Completed"], len(listed)))
             except sm.exceptions.ClientError:
                 time.sleep(0.02)
                 continue
@@ -154,11 +159,15 @@ def test_the_tuning_job_runs_its_trials_and_leaves_each_model_in_s3(tmp_path):
         request = staged_request(emu, tmp_path, step)
         name = request["HyperParameterTuningJobName"]
         assert name == "tiny-tune-r1"
-        statuses = watch(emu, name)
+        live: list = []
+        statuses = watch(emu, name, live=live)
         described, history = run_to_end(emu, definition(request), timeout_s=120)
         assert described["status"] == "SUCCEEDED", failures(history)
         # InProgress while the trials ran, then the real outcome (not moto's made-up one)
         assert statuses[0] == "InProgress" and statuses[-1] == "Completed", statuses
+        # while it ran, finished trials were counted and listed as they ended
+        assert (0, 0) in live and any(0 < done < 3 and done == listed
+                                      for done, listed in live), live
         out = json.loads(described["output"])["Tune"]
         assert out["HyperParameterTuningJobStatus"] == "Completed"
         assert out["TrainingJobStatusCounters"] == {"Completed": 3, "InProgress": 0,
