@@ -21,9 +21,10 @@ EPOCHS = 4
 SEARCH = ["tune.enabled=true", "tune.max_jobs=8", "tune.max_parallel_jobs=2",
           "tune.random_seed=7", f"train.hyperparameters.epochs={EPOCHS}",
           "evaluate.threshold=0.5",
-          "tune.parameter_ranges={learning_rate: {type: continuous, min_value: 0.0003, "
-          "max_value: 0.03, scaling_type: Logarithmic}, batch_size: {type: integer, "
-          "min_value: 32, max_value: 512}}"]
+          "tune.parameter_ranges={learning_rate: {type: continuous, min_value: 0.0005, "
+          "max_value: 0.01, scaling_type: Logarithmic}, batch_size: {type: integer, "
+          "min_value: 32, max_value: 256}, dropout: {type: continuous, min_value: 0.0, "
+          "max_value: 0.5}}"]
 
 
 def _tuning(run: dict) -> dict:
