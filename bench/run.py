@@ -60,10 +60,10 @@ def bench_end_to_end() -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--only", choices=["e2e", "etl", "train", "emulator", "tuning"],
-                        action="append")
+    kinds = ["e2e", "etl", "train", "emulator", "tuning", "drift"]
+    parser.add_argument("--only", choices=kinds, action="append")
     args = parser.parse_args(argv)
-    only = set(args.only or ["e2e", "etl", "train", "emulator", "tuning"])
+    only = set(args.only or kinds)
     console = Console()
     results: dict = {"date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
                      "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
@@ -87,6 +87,10 @@ def main(argv: list[str] | None = None) -> int:
         from bench.tune_bench import bench_tuning
         console.print("[bold]tuning: 8 trials, 2 at a time; early stopping[/bold] …")
         results["tuning"] = bench_tuning()
+    if "drift" in only:
+        from bench.drift_bench import bench_drift
+        console.print("[bold]drift monitoring: detection power, false alarms, speed[/bold] …")
+        results["drift"] = bench_drift()
     out = ROOT / "bench" / "results.json"
     if args.only and out.exists():  # a partial run updates the figures it measured
         results = {**json.loads(out.read_text()), **results}
@@ -136,6 +140,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{t['epochs_saved']:.0%} ({t['auto_epochs']} vs {t['off_epochs']}); best "
             f"{t['auto_best']:.4f} vs {t['best_objective']:.4f}", "≥ 25%, best ± 0.005",
             t["epochs_saved"] >= 0.25 and abs(t["auto_best"] - t["best_objective"]) <= 0.005)
+    if "drift" in results:
+        drift_rows(results["drift"], row)
     console.print(table)
     console.print(f"Written: {out}")
     return 0
@@ -143,3 +149,22 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def drift_rows(d: dict, row) -> None:
+    """The drift benchmark's lines: alarm rates per case (1,000- and 100-record windows)."""
+    calibration = d["clean_same_distribution"]
+    row("drift false alarms, clean held-out digits (same distribution as the baseline)",
+        f"{calibration['alarm_rate_1000']:.1%} (1,000), {calibration['alarm_rate_100']:.1%} "
+        f"(100)", "≤ 5%", calibration["alarm_rate_1000"] <= 0.05)
+    for case, r in d["detection"].items():
+        if case == "clean":
+            row("drift alarms: sample-digit baseline vs MNIST test digits",
+                f"{r['alarm_rate_1000']:.0%} (1,000), {r['alarm_rate_100']:.0%} (100)",
+                "(a real shift: class mix)", True)
+            continue
+        row(f"drift detected: {case}", f"{r['alarm_rate_1000']:.0%} (1,000), "
+            f"{r['alarm_rate_100']:.0%} (100)", "≥ 95% (1,000)", r["alarm_rate_1000"] >= 0.95)
+    t = d["timing_10k"]
+    row("drift check of 10,000 captured records", f"{t['in_process_no_plot_s']:.2f} s",
+        "< 2 s", t["in_process_no_plot_s"] < 2.0)

@@ -154,13 +154,27 @@ class DeployConfig(_Section):
     max_batch_size: int = Field(128, ge=0, description="0 turns micro-batching off")
     batch_timeout_micros: int = Field(1000, ge=0)
     # DataCaptureConfig of CreateEndpointConfig: 0 = off, else the sampled percentage.
-    data_capture_percent: float = Field(0, ge=0, le=100)
+    data_capture_percent: float = Field(100, ge=0, le=100)
 
 
 class InferConfig(_Section):
     # SageMaker real-time InvokeEndpoint takes at most 6 MB per request: ~700 MNIST
     # images as JSON; 500 keeps the local and cloud paths the same.
     batch_size: int = Field(100, ge=1, le=500)
+
+
+class MonitorConfig(_Section):
+    """Drift monitoring of the endpoint's captured traffic (`harness monitor`): a
+    two-sample Kolmogorov-Smirnov test per feature and a chi-square test of the predicted
+    classes, Bonferroni-corrected across them (Model Monitor's Robust comparison)."""
+
+    significance_level: float = Field(0.05, gt=0, lt=1)
+    comparison_method: Literal["Robust", "Simple"] = "Robust"
+    # Robust: how far past the test's critical distance a feature must be (0: the test
+    # decides); Simple: the largest CDF distance tolerated
+    comparison_threshold: float = Field(0.0, ge=0, le=1)
+    min_completeness: float = Field(0.99, ge=0, le=1)   # well-formed capture records
+    datatype_check_threshold: float = Field(0.0, ge=0, le=1)  # non-finite values tolerated
 
 
 class CloudConfig(_Section):
@@ -188,6 +202,7 @@ class PipelineConfig(_Section):
     evaluate: EvaluateConfig = EvaluateConfig()
     deploy: DeployConfig = DeployConfig()
     infer: InferConfig = InferConfig()
+    monitor: MonitorConfig = MonitorConfig()
     cloud: CloudConfig = CloudConfig()
 
     def runs_path(self) -> Path:

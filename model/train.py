@@ -3,7 +3,9 @@
 SageMaker (and the local trainer) run ``python train.py --epochs 6 ... --model_dir s3://...``
 with the ``SM_*`` environment set. The script reads the Parquet splits from the channel
 directories, prints one metric line per epoch (matched by the job's MetricDefinitions),
-exports a SavedModel to ``$SM_MODEL_DIR/1/`` and writes ``$SM_OUTPUT_DATA_DIR/metrics.json``.
+exports a SavedModel to ``$SM_MODEL_DIR/1/`` (with the drift monitor's baseline of the
+validation split in ``1/assets.extra/drift_baseline/``) and writes
+``$SM_OUTPUT_DATA_DIR/metrics.json``.
 """
 from __future__ import annotations
 
@@ -18,12 +20,14 @@ import numpy as np
 
 try:  # run as a script (SageMaker: the source dir is the working dir and on sys.path)
     from data import load_split
+    from drift_baseline import BASELINE_DIR, write_baseline
     from hyperparameters import add_arguments, problems
-    from network import build_model, export_saved_model
+    from network import build_model, classifier_of, export_saved_model
 except ImportError:  # imported as the ``model`` package (tests, harness tools)
     from model.data import load_split
+    from model.drift_baseline import BASELINE_DIR, write_baseline
     from model.hyperparameters import add_arguments, problems
-    from model.network import build_model, export_saved_model
+    from model.network import build_model, classifier_of, export_saved_model
 
 
 def _env(name: str) -> str | None:
@@ -64,6 +68,22 @@ def _load(directory: str, args: argparse.Namespace) -> tuple[np.ndarray, np.ndar
 
 def _fmt(logs: dict, keys: list[tuple[str, str]]) -> str:
     return " ".join(f"{label}={float(logs[key]):.4f}" for key, label in keys if key in logs)
+
+
+def _drift_baseline(model, validation, export_dir: Path, args: argparse.Namespace) -> None:
+    """The drift monitor's baseline (Model Monitor's statistics.json and constraints.json)
+    from the validation split and the exported classifier's probabilities, beside the
+    model in ``<version>/assets.extra/drift_baseline/``: the endpoint's model carries the
+    baseline its traffic is checked against."""
+    if validation is None:
+        print("drift baseline: skipped (no validation channel)", flush=True)
+        return
+    images = validation[0]
+    probabilities = classifier_of(model).predict(images, batch_size=512, verbose=0)
+    paths = write_baseline(Path(export_dir) / BASELINE_DIR, images, probabilities,
+                           image_shape=(args.image_height, args.image_width))
+    print(f"drift baseline: {len(images)} validation images -> "
+          f"{paths['statistics'].parent}", flush=True)
 
 
 def _cluster() -> tuple[list[str], str]:
@@ -129,6 +149,8 @@ def main(argv: list[str] | None = None) -> dict:
         export_dir = export_saved_model(model, scratch, version=1)
         shutil.rmtree(scratch, ignore_errors=True)
     print(f"exported SavedModel to {export_dir}", flush=True)
+    if current_host == hosts[0]:
+        _drift_baseline(model, validation, export_dir, args)
     summary = {
         "metrics": metrics,
         "history": {k: [float(v) for v in vs] for k, vs in history.history.items()},
