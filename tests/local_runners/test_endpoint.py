@@ -248,7 +248,7 @@ def test_batching_and_data_capture_come_from_the_requests(model_archive, tmp_pat
 
 
 def test_without_batching_the_server_does_not_batch(model_archive, tmp_path, monkeypatch):
-    cfg, wf = pipeline(**{"deploy.max_batch_size": 0})
+    cfg, wf = pipeline(**{"deploy.max_batch_size": 0, "deploy.data_capture_percent": 0})
     requests = hosting_requests(wf, trained(tmp_path, model_archive[0], "nb1"))
     assert "SAGEMAKER_TFS_ENABLE_BATCHING" not in \
         requests["model"]["PrimaryContainer"]["Environment"]
