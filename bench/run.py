@@ -58,6 +58,27 @@ def bench_end_to_end() -> dict:
             "metrics": s["metrics"], "goal_wall_s": 30, "ok": wall <= 30}
 
 
+def drift_rows(d: dict, row) -> None:
+    """The drift benchmark's lines: alarm rates per case (1,000- and 100-record windows)."""
+    calibration = d["clean_same_distribution"]
+    row("drift false alarms, clean held-out digits (same distribution as the baseline)",
+        f"{calibration['alarm_rate_1000']:.1%} (1,000), {calibration['alarm_rate_100']:.1%} "
+        f"(100)", "≤ 5%", calibration["alarm_rate_1000"] <= 0.05)
+    for case, r in d["detection"].items():
+        if case == "clean":  # over the most windows measured
+            many = next((v for k, v in d.items() if k.startswith("clean_false_alarm_over")),
+                        r)
+            row(f"drift alarms: baseline of sample digits vs {d['windows_from']}",
+                f"{many['alarm_rate_1000']:.0%} (1,000), {many['alarm_rate_100']:.0%} (100)",
+                "(a real shift: class mix)", True)
+            continue
+        row(f"drift detected: {case}", f"{r['alarm_rate_1000']:.0%} (1,000), "
+            f"{r['alarm_rate_100']:.0%} (100)", "≥ 95% (1,000)", r["alarm_rate_1000"] >= 0.95)
+    t = d["timing_10k"]
+    row("drift check of 10,000 captured records", f"{t['in_process_no_plot_s']:.2f} s",
+        "< 2 s", t["in_process_no_plot_s"] < 2.0)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     kinds = ["e2e", "etl", "train", "emulator", "tuning", "drift"]
@@ -150,21 +171,3 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     sys.exit(main())
 
-
-def drift_rows(d: dict, row) -> None:
-    """The drift benchmark's lines: alarm rates per case (1,000- and 100-record windows)."""
-    calibration = d["clean_same_distribution"]
-    row("drift false alarms, clean held-out digits (same distribution as the baseline)",
-        f"{calibration['alarm_rate_1000']:.1%} (1,000), {calibration['alarm_rate_100']:.1%} "
-        f"(100)", "≤ 5%", calibration["alarm_rate_1000"] <= 0.05)
-    for case, r in d["detection"].items():
-        if case == "clean":
-            row("drift alarms: sample-digit baseline vs MNIST test digits",
-                f"{r['alarm_rate_1000']:.0%} (1,000), {r['alarm_rate_100']:.0%} (100)",
-                "(a real shift: class mix)", True)
-            continue
-        row(f"drift detected: {case}", f"{r['alarm_rate_1000']:.0%} (1,000), "
-            f"{r['alarm_rate_100']:.0%} (100)", "≥ 95% (1,000)", r["alarm_rate_1000"] >= 0.95)
-    t = d["timing_10k"]
-    row("drift check of 10,000 captured records", f"{t['in_process_no_plot_s']:.2f} s",
-        "< 2 s", t["in_process_no_plot_s"] < 2.0)
