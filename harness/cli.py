@@ -398,6 +398,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "and cloud.region) instead of --url")
     predict.set_defaults(func=cmd_predict)
 
+    from harness.monitor_cli import add_parser as add_monitor
+    add_monitor(sub, common, _monitor)
+
     cloud = sub.add_parser("cloud", help="the pipeline on AWS: plan, bootstrap, run, teardown")
     cloud_sub = cloud.add_subparsers(dest="cloud_command", required=True)
     for name, help_text in (
@@ -418,36 +421,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_serve(args: argparse.Namespace, console: Console) -> int:
-    from harness.endpoints import ServingOptions
-    from harness.serving_cli import serve
-    cfg = _cfg(args)
-    d = cfg.deploy
-    options = ServingOptions(host=args.host, port=args.port,
-                             max_batch_size=d.max_batch_size,
-                             batch_timeout_micros=d.batch_timeout_micros,
-                             capture_dir=args.capture_dir,
-                             capture_percent=args.capture_percent,
-                             version_poll_seconds=args.poll_seconds,
-                             check_input_range=not args.no_input_range_check)
-    return serve(args.served, RunStore(cfg.runs_path()), args.server or d.server,
-                 args.model_name or d.model_name, options, console)
+    from harness.serving_cli import serve_command
+    return serve_command(_cfg(args), args, console)
 
 
 def cmd_predict(args: argparse.Namespace, console: Console) -> int:
-    from harness.serving_cli import predict
-    cfg = _cfg(args)
-    factory = None
-    if args.sagemaker_endpoint:
-        def factory():
-            # the cloud package is imported only here: the core stays boto3-free
-            from cloud_runners.aws import client, session_for
-            from cloud_runners.endpoint_sagemaker import SageMakerEndpoint
-            session = session_for(cfg)
-            return SageMakerEndpoint(args.sagemaker_endpoint, client(session, "sagemaker", cfg),
-                                     client(session, "sagemaker-runtime", cfg),
-                                     poll_seconds=1.0, step="predict").start(timeout=5).client()
-    return predict(args.files, args.url, args.model_name or cfg.deploy.model_name, console,
-                   factory)
+    from harness.serving_cli import predict_command
+    return predict_command(_cfg(args), args, console)
+
+
+def _monitor(args: argparse.Namespace, console: Console) -> int:
+    from harness.monitor_cli import monitor
+    return monitor(_cfg(args), args, console)
 
 
 # Cloud commands live in cloud_runners/, imported by dotted path only when asked for (the

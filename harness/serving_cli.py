@@ -21,18 +21,41 @@ def resolve_model_dir(target: str, store: RunStore, scratch: Path) -> Path:
     """A run id, a model.tar.gz or a directory holding ``<version>/saved_model.pb``."""
     path = Path(target)
     if not path.exists() and store.has_run(target):
-        summary = store.summary(target)
-        if summary is None:
-            raise HarnessError(f"run {target} has no model (it did not finish)",
-                               file=str(store.run_dir(target)),
-                               expected="a run that SUCCEEDED (harness runs)")
-        path = uris.local_path(summary["artifacts"]["model"])
+        from harness.monitoring import target_of_run
+
+        try:  # the model the run's endpoint served (its CreateModel's ModelDataUrl)
+            model_data = target_of_run(store, target).model_data
+        except HarnessError:
+            raise HarnessError(f"run {target} deployed no model", file=str(
+                store.run_dir(target)), expected="a run that created its endpoint "
+                "(harness runs)") from None
+        if not model_data.startswith("file://"):
+            raise HarnessError(f"run {target}'s model is not on this machine",
+                               got=model_data, expected="a local run's model")
+        path = uris.local_path(model_data)
     if path.is_file():
         extract_archive(path, scratch, what="model archive",
                         expected="a model.tar.gz holding <version>/saved_model.pb")
         path = scratch
     newest_model_version(path)  # a clear error now rather than in the server
     return path
+
+
+def run_capture(target: str, store: RunStore) -> tuple[str | None, str | None]:
+    """When ``target`` is a run whose endpoint captured its traffic: the capture folder and
+    the endpoint's name, so that ``harness serve RUN`` captures where the run's endpoint
+    did and ``harness monitor RUN`` sees that traffic too; else (None, None)."""
+    from harness.monitoring import target_of_run
+
+    if not store.has_run(target):
+        return None, None
+    try:
+        run = target_of_run(store, target)
+    except HarnessError:
+        return None, None
+    if not run.capture_uri or not run.capture_uri.startswith("file://"):
+        return None, None
+    return str(uris.local_path(run.capture_uri)), run.endpoint_name
 
 
 def serve(target: str, store: RunStore, kind: str, model_name: str,
@@ -98,3 +121,42 @@ def predict(files: list[str], url: str, model_name: str, console,
         table.add_row(str(i), str(int(cls)), f"{float(np.max(probs)):.4f}")
     console.print(table)
     return 0
+
+
+def serve_command(cfg, args, console) -> int:
+    """``harness serve MODEL``: the options from the flags and the ``deploy:`` config. A
+    run's model captures its traffic where the run's endpoint did (``run_capture``)
+    unless ``--capture-dir`` says otherwise."""
+    from harness.endpoints import ServingOptions
+
+    d = cfg.deploy
+    store = RunStore(cfg.runs_path())
+    capture_dir, endpoint_name = args.capture_dir, None
+    kind = args.server or d.server
+    if capture_dir is None and kind == "embedded":  # the container cannot capture
+        capture_dir, endpoint_name = run_capture(args.served, store)
+    options = ServingOptions(host=args.host, port=args.port,
+                             max_batch_size=d.max_batch_size,
+                             batch_timeout_micros=d.batch_timeout_micros,
+                             capture_dir=capture_dir, endpoint_name=endpoint_name,
+                             capture_percent=args.capture_percent,
+                             version_poll_seconds=args.poll_seconds,
+                             check_input_range=not args.no_input_range_check)
+    return serve(args.served, store, kind,
+                 args.model_name or d.model_name, options, console)
+
+
+def predict_command(cfg, args, console) -> int:
+    """``harness predict FILES``: to ``--url`` (TF Serving REST) or a SageMaker endpoint."""
+    factory = None
+    if args.sagemaker_endpoint:
+        def factory():
+            # the cloud package is imported only here: the core stays boto3-free
+            from cloud_runners.aws import client, session_for
+            from cloud_runners.endpoint_sagemaker import SageMakerEndpoint
+            session = session_for(cfg)
+            return SageMakerEndpoint(args.sagemaker_endpoint, client(session, "sagemaker", cfg),
+                                     client(session, "sagemaker-runtime", cfg),
+                                     poll_seconds=1.0, step="predict").start(timeout=5).client()
+    return predict(args.files, args.url, args.model_name or cfg.deploy.model_name, console,
+                   factory)

@@ -144,6 +144,11 @@ def serve_trio(request: dict[str, Any], ctx: StageContext) -> dict[str, Any]:
     try:
         extract_model_archive(archive, model_dir)
         capture = capture_options(request)
+        if capture and server_kind != "embedded":
+            ctx.announce(f"endpoint {endpoint_name}: the {server_kind} server cannot capture "
+                         "traffic; serving without data capture (the embedded server and "
+                         "SageMaker capture it)")
+            capture = {}
         options = ServingOptions(
             host=ctx.config.deploy.host, port=ctx.config.deploy.port,
             endpoint_name=endpoint_name, variant_name=variant_name,

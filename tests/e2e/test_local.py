@@ -191,3 +191,62 @@ def test_local_path_never_imports_boto3():
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["False", "False", "False"]
+
+
+def _serve(runs: Path, run_id: str) -> tuple[subprocess.Popen, str]:
+    """``harness serve RUN`` on a free port; its URL from the line it prints."""
+    import re
+
+    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "serve", run_id,
+                             "--runs-dir", str(runs), "--port", "0"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    for line in proc.stdout:
+        found = re.search(r"at (http://127\.0\.0\.1:\d+)", line)
+        if found:
+            return proc, found.group(1)
+    raise AssertionError(f"harness serve ended: {proc.wait()}")
+
+
+@pytest.mark.slow
+def test_monitor_sees_no_drift_in_the_runs_traffic_and_drift_in_inverted_digits(good_run):
+    import datetime as dt
+    import signal
+    import urllib.request
+
+    from harness.idx import read_idx
+
+    runs, run_id, _ = good_run
+    run_dir = runs / run_id
+    # the run's own traffic (the infer step sent the test split): nothing drifted
+    clean = harness("monitor", run_id, "--runs-dir", str(runs))
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    assert "drift: none detected" in clean.stdout and "500 images" in clean.stdout
+    (first,) = (run_dir / "monitoring").iterdir()
+    assert json.loads((first / "constraint_violations.json").read_text()) == {"violations": []}
+    used = json.loads((first / "baseline" / "constraints.json").read_text())
+    assert used["monitoring_config"]["distribution_constraints"]["significance_level"] == 0.05
+
+    # the run's model served again: its traffic is captured where its endpoint's was
+    since = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    server, url = _serve(runs, run_id)
+    try:
+        digits = read_idx(SAMPLE / "train-images-idx3-ubyte.gz")[:300].reshape(300, -1)
+        inverted = 1.0 - digits.astype("float32") / 255.0
+        for batch in (inverted[:150], inverted[150:]):
+            body = json.dumps({"instances": batch.round(4).tolist()}).encode()
+            request = urllib.request.Request(f"{url}/v1/models/mnist:predict", data=body,
+                                             headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(request, timeout=60) as response:
+                assert len(json.load(response)["predictions"]) == 150
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=60)
+    drifted = harness("monitor", run_id, "--runs-dir", str(runs), "--since", since)
+    assert drifted.returncode == 0, drifted.stdout + drifted.stderr
+    assert "300 images" in drifted.stdout and "drifted features" in drifted.stdout
+    latest = max((run_dir / "monitoring").iterdir())
+    violations = json.loads((latest / "constraint_violations.json").read_text())["violations"]
+    names = {v["feature_name"] for v in violations}
+    assert {"mean_intensity", "ink_mass"} <= names, names
+    assert all(v["constraint_check_type"] == "baseline_drift_check" for v in violations)
+    assert (latest / "drift.png").stat().st_size > 10_000

@@ -83,6 +83,12 @@ HOSTILE = [
     (["predict", "missing.idx", "--url", "http://127.0.0.1:9"], 1, "missing.idx"),
     (["serve", "20990101-000000-none"], 1, "20990101-000000-none"),
     (["serve", "no/such/model.tar.gz"], 1, "model.tar.gz"),
+    (["serve", "20260101-000000-bad1"], 1, "deployed no model"),
+    (["monitor", "20990101-000000-none"], 1, "no run and no endpoint named"),
+    (["monitor", "../../etc"], 1, "no run and no endpoint named"),
+    (["monitor", "20260101-000000-bad1"], 1, "created no endpoint config"),
+    (["monitor", "20260101-000000-bad1", "--last", "-5"], 2, "--last"),
+    (["monitor", "20260101-000000-bad1", "--last", "5", "--since", "x"], 2, "--last"),
 ]
 
 
