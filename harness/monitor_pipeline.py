@@ -1,0 +1,57 @@
+"""The drift monitoring workflow: one definition for the local backend, the emulator and
+Step Functions, written with the same API as the training pipeline.
+
+    check (SageMaker Processing job: model/drift_check.py, Model Monitor's BYOC contract)
+      >> drift-gate (violation_count <= 0; unmet: the execution fails with the count)
+
+The check reads the endpoint's capture prefix (``/opt/ml/processing/endpointdata``) and
+the monitored model's ``model.tar.gz`` (``/opt/ml/processing/baseline``: the baseline
+inside it, ``baseline_model``), over the ``window_minutes`` before the check (or the whole
+capture, 0), and writes its results to the run's ``monitoring/`` folder; the gate reads
+``drift_report.json`` as the training pipeline's gate reads ``evaluation.json``. A failed
+monitoring execution is the signal (a CloudWatch alarm on ``ExecutionsFailed``, or the
+exit code of ``harness run``).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from harness import uris
+from harness.config import PROJECT_ROOT, PipelineConfig
+from harness.placeholders import run_path
+from harness.steps import Gate, ProcessingInput, ProcessingOutput, ProcessingStep
+from harness.workflow import Workflow
+
+CONTAINER = "/opt/ml/processing"
+
+
+def monitoring_workflow(cfg: PipelineConfig, *, capture_uri: str, model_data: str,
+                        endpoint_name: str, window_minutes: float = 0,
+                        job_name: str = "mnist-drift") -> Workflow:
+    """The workflow checking ``endpoint_name``'s traffic under ``capture_uri`` (the
+    endpoint's DataCaptureConfig destination) against ``model_data``'s baseline."""
+    t = cfg.train
+    environment: dict[str, Any] = {
+        "dataset_source": f"{CONTAINER}/endpointdata",
+        "output_path": f"{CONTAINER}/resultdata",
+        "baseline_model": f"{CONTAINER}/baseline",
+        "sagemaker_endpoint_name": endpoint_name,
+    }
+    if window_minutes:
+        environment["window_minutes"] = window_minutes
+    check = ProcessingStep(
+        "check", job_name=job_name, code="drift_check.py",
+        source_dir=PROJECT_ROOT / t.source_dir,
+        inputs=[ProcessingInput(uris.join(capture_uri, endpoint_name),
+                                f"{CONTAINER}/endpointdata", "endpointdata"),
+                ProcessingInput(model_data, f"{CONTAINER}/baseline", "baseline")],
+        outputs=[ProcessingOutput(f"{CONTAINER}/resultdata", run_path("monitoring"),
+                                  "result")],
+        environment=environment, instance_type=cfg.evaluate.instance_type,
+        framework_version=t.framework_version, py_version=t.py_version,
+        comment="model/drift_check.py on the captured traffic (Model Monitor BYOC)")
+    gate = Gate("drift-gate", json_uri=run_path("monitoring", "drift_report.json"),
+                metric="violation_count", threshold=0, direction="<=",
+                comment="no violation of the model's drift baseline")
+    return Workflow("mnist-monitor", check >> gate,
+                    comment=f"drift of {endpoint_name}'s captured traffic")

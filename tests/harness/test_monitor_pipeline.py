@@ -1,0 +1,77 @@
+"""The drift monitoring workflow (harness/monitor_pipeline.py): the check as a SageMaker
+Processing job under Model Monitor's BYOC contract, then a gate on its violation count;
+one definition, run locally here and compiled to the state machine Step Functions runs."""
+from __future__ import annotations
+
+import tarfile
+
+import pytest
+from drift_support import capture_lines, setup, write_capture
+
+from harness import uris
+from harness.asl_check import validate
+from harness.config import load_config
+from harness.errors import GateFailed
+from harness.local_setup import LocalImages
+from harness.monitor_pipeline import monitoring_workflow
+from harness.steps.base import BuildContext
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("monitor-pipeline")
+    b = setup(tmp)
+    (tmp / "model").mkdir()
+    (tmp / "saved_model.pb").write_bytes(b"")
+    with tarfile.open(tmp / "model" / "model.tar.gz", "w:gz") as tar:
+        tar.add(b["statistics"], "1/assets.extra/drift_baseline/statistics.json")
+        tar.add(b["constraints"], "1/assets.extra/drift_baseline/constraints.json")
+        tar.add(tmp / "saved_model.pb", "1/saved_model.pb")
+    return {**b, "archive": tmp / "model" / "model.tar.gz"}
+
+
+def workflow(tmp_path, base, images):
+    write_capture(tmp_path / "capture", capture_lines(images, base["model"].predict(images)))
+    cfg = load_config(overrides={"runs_dir": str(tmp_path / "runs")})
+    wf = monitoring_workflow(cfg, capture_uri=uris.file_uri(tmp_path / "capture"),
+                             model_data=uris.file_uri(base["archive"]),
+                             endpoint_name="digits")
+    return cfg, wf
+
+
+def test_clean_traffic_passes_the_gate(tmp_path, base):
+    cfg, wf = workflow(tmp_path, base, base["x"][:400])
+    result = wf.run("local", config=cfg)
+    assert result.record.status == "SUCCEEDED"
+    report = result.output("drift-gate")["Body"]
+    assert report["violation_count"] == 0 and report["records"]["instances"] == 400
+    assert (result.run_dir / "monitoring" / "constraint_violations.json").is_file()
+
+
+def test_drifted_traffic_fails_the_monitoring_run_with_the_count(tmp_path, base):
+    cfg, wf = workflow(tmp_path, base, 1.0 - base["x"][:400])
+    with pytest.raises(GateFailed) as e:
+        wf.run("local", config=cfg)
+    assert "violation_count = " in str(e.value) and "required <= 0" in str(e.value)
+    record = e.value.run_record
+    assert [s.status for s in record.steps] == ["SUCCEEDED", "FAILED"]
+
+
+def test_the_state_machine_runs_the_check_as_a_byoc_processing_job(tmp_path, base):
+    _, wf = workflow(tmp_path, base, base["x"][:10])
+    asl = wf.definition(BuildContext("cloud", LocalImages(), role="arn:aws:iam::1:role/r"))
+    assert validate(asl) == []
+    check = asl["States"][asl["StartAt"]]
+    assert check["Resource"] == "arn:aws:states:::sagemaker:createProcessingJob.sync"
+    params = check["Parameters"]
+    env = params["Environment"]
+    assert env["dataset_source"] == "/opt/ml/processing/endpointdata"
+    assert env["output_path"] == "/opt/ml/processing/resultdata"
+    assert env["baseline_model"] == "/opt/ml/processing/baseline"
+    assert params["AppSpecification"]["ContainerEntrypoint"][-1].endswith("/drift_check.py")
+    inputs = {i["InputName"]: i["S3Input"] for i in params["ProcessingInputs"]}
+    assert inputs["endpointdata"]["S3Uri"].endswith("/capture/digits")
+    choice = next(s for s in asl["States"].values() if s["Type"] == "Choice")
+    assert choice["Choices"][1]["And"][1] == {"Variable": "$.DriftGate.Body.violation_count",
+                                              "NumericLessThanEquals": 0}
+    assert asl["States"]["drift-gate-failed"]["Type"] == "Fail"
