@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: install local-run run test test-fast e2e bench bench-serve bench-storm runs help cloud-plan cloud-bootstrap cloud-run cloud-teardown
+.PHONY: install local-run run test test-fast e2e bench bench-serve bench-storm drift-demo runs help cloud-plan cloud-bootstrap cloud-run cloud-teardown
 
 help:
 	@echo "make local-run   run the whole pipeline offline (installs into .venv first)"
@@ -16,6 +16,7 @@ help:
 	@echo "make bench       benchmarks -> bench/results.json"
 	@echo "make bench-serve serving latency/throughput -> bench/serve_results.json"
 	@echo "make bench-storm model server memory under ~20,000 connections -> bench/serve_storm_results.json"
+	@echo "make drift-demo  serve a model, send clean then shifted digits, show the drift, retrain"
 	@echo "make runs        list earlier runs"
 	@echo "make cloud-plan | cloud-bootstrap | cloud-run | cloud-teardown   the same on AWS"
 
@@ -56,6 +57,9 @@ bench-serve: $(STAMP)
 
 bench-storm: $(STAMP)
 	$(BIN)/python -m bench.serve_storm_bench $(ARGS)
+
+drift-demo: $(STAMP)
+	$(BIN)/python examples/drift_demo.py $(ARGS)
 
 runs: $(STAMP)
 	$(BIN)/harness runs
