@@ -39,7 +39,7 @@ STATUS_STYLE = {"SUCCEEDED": "green", "REUSED": "cyan", "FAILED": "bold red",
                 "RUNNING": "yellow", "PENDING": "dim", "INTERRUPTED": "magenta"}
 
 
-def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+def overrides_of(args: argparse.Namespace) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for item in args.set or []:
         key, sep, value = item.partition("=")
@@ -69,7 +69,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 def _cfg(args: argparse.Namespace):
     if getattr(args, "resume", None):
         return _resume_cfg(args)
-    return load_config(args.config, _overrides(args))
+    return load_config(args.config, overrides_of(args))
 
 
 def _resume_cfg(args: argparse.Namespace):
@@ -83,7 +83,7 @@ def _resume_cfg(args: argparse.Namespace):
         raise ConfigError("--resume uses the run's own configuration (its config.json)",
                           field="--config", expected="no --config with --resume; change single "
                           "values with --set section.field=value")
-    overrides = _overrides(args)
+    overrides = overrides_of(args)
     located = load_config(None, {k: v for k, v in overrides.items() if k == "runs_dir"})
     store = RunStore(located.runs_path())
     store.load(args.resume)  # a clear error when there is no such run

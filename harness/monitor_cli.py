@@ -93,9 +93,9 @@ def monitor(cfg: Any, args: argparse.Namespace, console: Console) -> int:
     if not drifted and not args.retrain_always:
         console.print("No drift found: not retraining (--retrain-always retrains anyway).")
         return 0
-    from harness.cli import _overrides
+    from harness.cli import overrides_of
     return _retrain(store, target, folder, args.labels, start, end, console,
-                    _overrides(args))
+                    overrides_of(args))
 
 
 def _retrain_flags(args: argparse.Namespace) -> bool:

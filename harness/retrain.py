@@ -176,7 +176,7 @@ def captured_records(capture_root: Path, num_pixels: int, start: str | None,
                      end: str | None) -> dict[str, np.ndarray]:
     """eventId -> the record's instances [n, num_pixels] in 0..1, for the well-formed
     capture records in [start, end) (the window the drift check read)."""
-    from model.drift_capture import Malformed, _fast_loads, capture_files, parse_time
+    from model.drift_capture import Malformed, capture_files, loads_json, parse_time
 
     t0 = parse_time(start) if start else None
     t1 = parse_time(end) if end else None
@@ -192,7 +192,7 @@ def captured_records(capture_root: Path, num_pixels: int, start: str | None,
             if not line.strip():
                 continue
             try:
-                record = _fast_loads(line)
+                record = loads_json(line)
                 meta = record["eventMetadata"]
                 event, when = meta["eventId"], parse_time(meta["inferenceTime"])
                 if (t0 is not None and when < t0) or (t1 is not None and when >= t1):
@@ -206,14 +206,15 @@ def captured_records(capture_root: Path, num_pixels: int, start: str | None,
 
 
 def _instances(record: Any, num_pixels: int) -> np.ndarray:
-    from model.drift_capture import INPUT_NAME, Malformed, _array, _body, _pick
+    from model.drift_capture import (INPUT_NAME, Malformed, capture_body, instances_array,
+                                     pick_rows)
 
-    body, kind = _body(record["captureData"]["endpointInput"], "endpointInput")
+    body, kind = capture_body(record["captureData"]["endpointInput"], "endpointInput")
     if kind == "json":
         if not isinstance(body, dict) or ("instances" in body) == ("inputs" in body):
             raise Malformed("bad_input_body")
-        body = _pick(body.get("instances", body.get("inputs")), INPUT_NAME)
-    return _array(body, num_pixels, "input", "wrong_pixel_count").astype(np.float32)
+        body = pick_rows(body.get("instances", body.get("inputs")), INPUT_NAME)
+    return instances_array(body, num_pixels, "input", "wrong_pixel_count").astype(np.float32)
 
 
 @dataclass
@@ -263,7 +264,7 @@ def join(labels: Labels, records: dict[str, np.ndarray], shape: tuple[int, int],
 def source_files(run_dir: Path) -> tuple[list[Path], dict[str, Any]]:
     """The IDX files the run's ``prepare`` step read (its output's ``SourceLocation``,
     the data source resolved as prepare resolved it), and that output."""
-    from local_runners.prepare import _find_pairs
+    from local_runners.prepare import find_pairs
 
     found = sorted((run_dir / "steps").glob("*/output.json"))
     for path in found:
@@ -274,7 +275,7 @@ def source_files(run_dir: Path) -> tuple[list[Path], dict[str, Any]]:
         if isinstance(doc, dict) and "SourceLocation" in doc and "RawUri" in doc:
             location = str(doc["SourceLocation"])
             folder = uris.local_path(location) if "://" in location else Path(location)
-            files = [f for _, images, labels in _find_pairs(folder) for f in (images, labels)]
+            files = [f for _, images, labels in find_pairs(folder) for f in (images, labels)]
             return files, doc
     raise HarnessError(f"run {run_dir.name} has no prepare step output, so its training data "
                        "is unknown", file=str(run_dir / "steps"),

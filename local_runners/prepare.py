@@ -162,7 +162,7 @@ def _expected_names() -> str:
             "(e.g. train-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz)")
 
 
-def _find_pairs(directory: Path) -> list[tuple[str, Path, Path]]:
+def find_pairs(directory: Path) -> list[tuple[str, Path, Path]]:
     try:
         names = sorted(os.listdir(directory))
     except FileNotFoundError:
@@ -195,7 +195,7 @@ def _find_pairs(directory: Path) -> list[tuple[str, Path, Path]]:
 
 
 def _read_pairs(directory: Path, ctx: StageContext) -> list[_Pair]:
-    found = _find_pairs(directory)
+    found = find_pairs(directory)
     pairs = []
     with ctx.progress.task("read IDX files", total=len(found)) as bar:
         for prefix, images_path, labels_path in found:

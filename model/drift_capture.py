@@ -38,10 +38,10 @@ import numpy as np
 try:
     import orjson
 
-    _fast_loads = orjson.loads
+    loads_json = orjson.loads
 except ImportError:  # pragma: no cover - the SageMaker image may lack orjson
     orjson = None
-    _fast_loads = json.loads
+    loads_json = json.loads
 
 # reason -> (Model Monitor check type, feature/column it concerns)
 REASONS = {
@@ -107,12 +107,12 @@ def parse_time(value: str) -> dt.datetime:
 def _loads(data: str | bytes) -> Any:
     """orjson first; the standard parser as a fallback (it reads NaN/Infinity)."""
     try:
-        return _fast_loads(data)
+        return loads_json(data)
     except ValueError:
         return json.loads(data)
 
 
-def _body(section: Any, side: str) -> tuple[Any, str]:
+def capture_body(section: Any, side: str) -> tuple[Any, str]:
     """(parsed body, "json"|"csv") of ``endpointInput``/``endpointOutput``."""
     if not isinstance(section, dict) or "data" not in section:
         raise Malformed("missing_field", f"captureData.{side}.data")
@@ -146,7 +146,7 @@ def _body(section: Any, side: str) -> tuple[Any, str]:
         raise Malformed(what, f"captureData.{side}.data is not JSON") from None
 
 
-def _pick(rows: Any, name: str) -> Any:
+def pick_rows(rows: Any, name: str) -> Any:
     """Rows of one named tensor from TF Serving's row or columnar layout."""
     if isinstance(rows, dict):
         return rows.get(name, next(iter(rows.values()), None) if len(rows) == 1 else None)
@@ -155,7 +155,7 @@ def _pick(rows: Any, name: str) -> Any:
     return rows
 
 
-def _array(rows: Any, width: int, prefix: str, count_reason: str) -> np.ndarray:
+def instances_array(rows: Any, width: int, prefix: str, count_reason: str) -> np.ndarray:
     if not isinstance(rows, list) or not rows:
         raise Malformed(f"bad_{prefix}_body", "no rows")
     try:
@@ -185,18 +185,18 @@ def parse_record(record: Any, num_pixels: int, num_classes: int
         request, response = capture["endpointInput"], capture["endpointOutput"]
     except (KeyError, TypeError):
         raise Malformed("missing_field", "captureData.endpointInput/endpointOutput") from None
-    body, kind = _body(request, "endpointInput")
+    body, kind = capture_body(request, "endpointInput")
     if kind == "json":
         if not isinstance(body, dict) or ("instances" in body) == ("inputs" in body):
             raise Malformed("bad_input_body", 'expected {"instances": ...} or {"inputs": ...}')
-        body = _pick(body.get("instances", body.get("inputs")), INPUT_NAME)
-    images = _array(body, num_pixels, "input", "wrong_pixel_count")
-    out, kind = _body(response, "endpointOutput")
+        body = pick_rows(body.get("instances", body.get("inputs")), INPUT_NAME)
+    images = instances_array(body, num_pixels, "input", "wrong_pixel_count")
+    out, kind = capture_body(response, "endpointOutput")
     if kind == "json":
         if not isinstance(out, dict) or not ({"predictions", "outputs"} & set(out)):
             raise Malformed("bad_output_body", 'expected {"predictions": ...} or {"outputs": ...}')
-        out = _pick(out.get("predictions", out.get("outputs")), OUTPUT_NAME)
-    probabilities = _array(out, num_classes, "output", "wrong_class_count")
+        out = pick_rows(out.get("predictions", out.get("outputs")), OUTPUT_NAME)
+    probabilities = instances_array(out, num_classes, "output", "wrong_class_count")
     if len(images) != len(probabilities):
         raise Malformed("batch_mismatch", f"{len(images)} inputs, {len(probabilities)} outputs")
     return images, probabilities
@@ -260,7 +260,7 @@ def read_window(root: str | os.PathLike, num_pixels: int, num_classes: int,
             win.records_read += 1
             where = f"{rel}:{number}"
             try:
-                record = _fast_loads(line)
+                record = loads_json(line)
             except ValueError:
                 bad("bad_json", where, "not a JSON object")
                 continue

@@ -113,7 +113,7 @@ def joined_two() -> retrain.Joined:
 
 
 def test_retrain_folder_holds_the_runs_files_and_the_captures(tmp_path):
-    from local_runners.prepare import _find_pairs
+    from local_runners.prepare import find_pairs
 
     run_dir = fake_run(tmp_path)
     check_dir = run_dir / "monitoring" / "20261201T123000000000Z"
@@ -121,7 +121,7 @@ def test_retrain_folder_holds_the_runs_files_and_the_captures(tmp_path):
     dest, info = retrain.build_dataset(run_dir, check_dir, joined_two())
     assert dest == check_dir / "retrain-data"
     assert [p.name for p in check_dir.iterdir() if p.name.startswith(".")] == []
-    prefixes = [prefix for prefix, _, _ in _find_pairs(dest)]
+    prefixes = [prefix for prefix, _, _ in find_pairs(dest)]
     assert prefixes == [f"captures-{check_dir.name}", "sample"]
     assert read_idx(dest / f"captures-{check_dir.name}-labels-idx1-ubyte.gz").tolist() == [3, 4]
     assert info["original_examples"] == 20 and info["captured_examples"] == 2
@@ -202,7 +202,7 @@ def test_monitor_retrains_only_when_asked_and_drift_was_found(
                                                "original_examples": 20,
                                                "unlabelled_records": 0, "label_problems": {}}))
     monkeypatch.setattr(retrain, "start_run", lambda *a: (run_code, "new-run"))
-    monkeypatch.setattr("harness.cli._overrides", lambda args: {})
+    monkeypatch.setattr("harness.cli.overrides_of", lambda args: {})
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers()
     monitor_cli.add_parser(sub, lambda p: None, lambda *a: 0)
