@@ -7,7 +7,7 @@ Step Functions, written with the same API as the training pipeline.
 The check reads the endpoint's capture prefix (``/opt/ml/processing/endpointdata``) and
 the monitored model's ``model.tar.gz`` (``/opt/ml/processing/baseline``: the baseline
 inside it, ``baseline_model``), over the ``window_minutes`` before the check (or the whole
-capture, 0), and writes its results to the run's ``monitoring/`` folder; the gate reads
+capture, 0), with the ``monitor:`` thresholds of the configuration, and writes its results to the run's ``monitoring/`` folder; the gate reads
 ``drift_report.json`` as the training pipeline's gate reads ``evaluation.json``. A failed
 monitoring execution is the signal (a CloudWatch alarm on ``ExecutionsFailed``, or the
 exit code of ``harness run``).
@@ -39,6 +39,8 @@ def monitoring_workflow(cfg: PipelineConfig, *, capture_uri: str, model_data: st
     }
     if window_minutes:
         environment["window_minutes"] = window_minutes
+    # the monitor: settings override the thresholds written at training time
+    environment.update(cfg.monitor.model_dump())
     check = ProcessingStep(
         "check", job_name=job_name, code="drift_check.py",
         source_dir=PROJECT_ROOT / t.source_dir,

@@ -162,7 +162,8 @@ def check(target: MonitorTarget, settings: dict[str, Any], *, start: str | None 
             source.mkdir()
         try:
             report = run_check(source, work, used_stats, used_cons, start_time=start,
-                               end_time=end, endpoint_name=target.endpoint_name, log=log)
+                               end_time=end, endpoint_name=target.endpoint_name, log=log,
+                               settings=settings)
         except ValueError as e:  # model.evaluate.InputError: names the file and the field
             raise DataError(str(e)) from None
         if source != capture:

@@ -13,7 +13,9 @@ a CLI flag wins over its variable. Two extensions of ours: ``baseline_model`` (t
 training job's ``model.tar.gz``, or a folder holding it, whose
 ``<version>/assets.extra/drift_baseline/`` holds the two baseline files: the processing
 job needs no separate baseline upload) and ``window_minutes`` (the window is the minutes
-before ``end_time``, or before now: a scheduled check needs no date arithmetic).
+before ``end_time``, or before now: a scheduled check needs no date arithmetic); and
+the thresholds ``significance_level``, ``comparison_method``, ``comparison_threshold``,
+``datatype_check_threshold``, ``min_completeness``, which override the constraints'.
 
 It reads the capture records (``drift_capture``), computes the features
 (``drift_features``) and compares them with the baseline (``drift_baseline``):
@@ -224,9 +226,12 @@ def run_check(dataset_source: str | os.PathLike, output_path: str | os.PathLike,
               baseline_statistics: str | os.PathLike, baseline_constraints: str | os.PathLike,
               start_time: str | None = None, end_time: str | None = None,
               endpoint_name: str | None = None, plot: bool = True,
-              log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Read the window, test it, write the outputs; returns the drift report."""
-    baseline = load_baseline(baseline_statistics, baseline_constraints)
+              log: Callable[[str], None] = print,
+              settings: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Read the window, test it, write the outputs; returns the drift report.
+    ``settings`` override the constraints' thresholds (``SETTINGS``)."""
+    baseline = with_settings(load_baseline(baseline_statistics, baseline_constraints),
+                             settings or {})
     times = {}
     for key, value in (("start_time", start_time), ("end_time", end_time)):
         try:
@@ -309,11 +314,51 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
              "model.tar.gz (or a folder holding it) whose <version>/" + BASELINE_SUBDIR
              + " the training script wrote"),
             ("--window-minutes", "window_minutes", "window: the MINUTES before --end-time "
-             "(or now), when --start-time is not given")):
+             "(or now), when --start-time is not given"),
+            *((f"--{k.replace('_', '-')}", k, "instead of the constraints' value")
+              for k in SETTINGS)):
         p.add_argument(flag, dest=var, default=env.get(var) or DEFAULTS.get(var),
                        help=f"{text} (env {var})")
     p.add_argument("--no-plot", action="store_true", help=f"do not draw {PLOT}")
     return p.parse_args(argv)
+
+
+# Thresholds that may override the baseline's constraints.json (env / flags of the same
+# name): what the harness's ``monitor:`` configuration sets for a check.
+SETTINGS = {"significance_level": "alpha", "comparison_method": "comparison_method",
+            "comparison_threshold": "comparison_threshold",
+            "datatype_check_threshold": "datatype_check_threshold",
+            "min_completeness": "min_completeness"}
+
+
+def with_settings(baseline: Baseline, settings: dict[str, Any]) -> Baseline:
+    """The baseline with the given thresholds instead of its constraints' (checked)."""
+    import dataclasses
+
+    changes: dict[str, Any] = {}
+    for name, value in settings.items():
+        if value in (None, ""):
+            continue
+        if name not in SETTINGS:
+            raise InputError(name, "unknown setting", field=name,
+                             expected=" | ".join(SETTINGS))
+        if name == "comparison_method":
+            if value not in (ROBUST, "Simple"):
+                raise InputError(name, "unknown comparison method", field=name,
+                                 expected=f"{ROBUST} | Simple", got=value)
+            changes[SETTINGS[name]] = value
+            continue
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            number = math.nan
+        low_open = name == "significance_level"
+        if not (0 < number < 1 if low_open else 0 <= number <= 1):
+            raise InputError(name, "value out of range", field=name,
+                             expected="a number in (0, 1)" if low_open else
+                             "a number in [0, 1]", got=value)
+        changes[SETTINGS[name]] = number
+    return dataclasses.replace(baseline, **changes)
 
 
 def baseline_from_model(model: str, dest: Path) -> tuple[Path, Path]:
@@ -374,7 +419,8 @@ def main(argv: list[str] | None = None) -> int:
                       args.baseline_constraints,
                       window_start(args.start_time, args.end_time, args.window_minutes),
                       args.end_time, args.sagemaker_endpoint_name, plot=not args.no_plot,
-                      log=lambda m: print(m, flush=True))
+                      log=lambda m: print(m, flush=True),
+                      settings={k: getattr(args, k) for k in SETTINGS})
     except InputError as e:
         print(f"ERROR: {e}", file=sys.stderr, flush=True)
         return 2

@@ -68,6 +68,8 @@ def test_the_state_machine_runs_the_check_as_a_byoc_processing_job(tmp_path, bas
     assert env["dataset_source"] == "/opt/ml/processing/endpointdata"
     assert env["output_path"] == "/opt/ml/processing/resultdata"
     assert env["baseline_model"] == "/opt/ml/processing/baseline"
+    # the monitor: thresholds of the configuration, as the environment's overrides
+    assert (env["significance_level"], env["comparison_method"]) == ("0.05", "Robust")
     assert params["AppSpecification"]["ContainerEntrypoint"][-1].endswith("/drift_check.py")
     inputs = {i["InputName"]: i["S3Input"] for i in params["ProcessingInputs"]}
     assert inputs["endpointdata"]["S3Uri"].endswith("/capture/digits")

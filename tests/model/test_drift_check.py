@@ -233,3 +233,16 @@ def test_the_baseline_comes_from_the_model_archive_and_the_window_from_minutes(b
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "model.tar.gz" in done.stderr
     assert "the model has no drift baseline" in done.stderr
+
+
+def test_settings_override_the_constraints_thresholds(base, tmp_path):
+    """What the harness's monitor: configuration does: Simple with a distance threshold of
+    1 tolerates any shift; a setting out of range is an error naming it."""
+    from model.evaluate import InputError
+
+    report = check(base, tmp_path, 1.0 - base["x"][:300],
+                   settings={"comparison_method": "Simple", "comparison_threshold": 1.0})
+    assert report["test"]["comparison_method"] == "Simple"
+    assert report["drifted_features"] == [] and drift_violations(tmp_path) == set()
+    with pytest.raises(InputError, match="significance_level"):
+        check(base, tmp_path, base["x"][:10], settings={"significance_level": 0})
