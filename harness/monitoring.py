@@ -145,6 +145,14 @@ def check(target: MonitorTarget, settings: dict[str, Any], *, start: str | None 
                            "(DataCaptureConfig is off)",
                            field="deploy.data_capture_percent",
                            expected="a percentage above 0 for the run being monitored")
+    for what, uri in (("captured its traffic to", target.capture_uri),
+                      ("keeps its model in", target.model_data)):
+        if not uri.startswith("file://"):
+            raise HarnessError(f"run {target.run_id}'s endpoint {what} {uri}: `harness "
+                               "monitor` checks what a local run captured",
+                               expected="a local run; on AWS the monitoring workflow "
+                               "(harness/monitor_pipeline.py) runs the same check as a "
+                               "SageMaker Processing job")
     capture = uris.local_path(target.capture_uri)
     parent = target.run_dir / "monitoring"
     parent.mkdir(exist_ok=True)
