@@ -1,7 +1,8 @@
 """The drift monitoring workflow: one definition for the local backend, the emulator and
 Step Functions, written with the same API as the training pipeline.
 
-    check (SageMaker Processing job: model/drift_check.py, Model Monitor's BYOC contract)
+    stage (on the client: a local run's captures and model uploaded on the cloud backends)
+      >> check (SageMaker Processing job: model/drift_check.py, Model Monitor's BYOC contract)
       >> drift-gate (violation_count <= 0; unmet: the execution fails with the count)
 
 The check reads the endpoint's capture prefix (``/opt/ml/processing/endpointdata``) and
@@ -19,7 +20,7 @@ from typing import Any
 from harness import uris
 from harness.config import PROJECT_ROOT, PipelineConfig
 from harness.placeholders import run_path
-from harness.steps import Gate, ProcessingInput, ProcessingOutput, ProcessingStep
+from harness.steps import Gate, ProcessingInput, ProcessingOutput, ProcessingStep, UploadStep
 from harness.workflow import Workflow
 
 CONTAINER = "/opt/ml/processing"
@@ -41,12 +42,17 @@ def monitoring_workflow(cfg: PipelineConfig, *, capture_uri: str, model_data: st
         environment["window_minutes"] = window_minutes
     # the monitor: settings override the thresholds written at training time
     environment.update(cfg.monitor.model_dump())
+    # a local run's captures and model go to S3 on the cloud backends (nothing moves locally)
+    stage = UploadStep("stage", sources={"endpointdata": uris.join(capture_uri, endpoint_name),
+                                         "baseline": model_data},
+                       output_uri=run_path("monitored"),
+                       comment="the captured traffic and the model with its baseline")
     check = ProcessingStep(
         "check", job_name=job_name, code="drift_check.py",
         source_dir=PROJECT_ROOT / t.source_dir,
-        inputs=[ProcessingInput(uris.join(capture_uri, endpoint_name),
-                                f"{CONTAINER}/endpointdata", "endpointdata"),
-                ProcessingInput(model_data, f"{CONTAINER}/baseline", "baseline")],
+        inputs=[ProcessingInput(stage.uri("endpointdata"), f"{CONTAINER}/endpointdata",
+                                "endpointdata"),
+                ProcessingInput(stage.uri("baseline"), f"{CONTAINER}/baseline", "baseline")],
         outputs=[ProcessingOutput(f"{CONTAINER}/resultdata", run_path("monitoring"),
                                   "result")],
         environment=environment, instance_type=cfg.evaluate.instance_type,
@@ -55,5 +61,5 @@ def monitoring_workflow(cfg: PipelineConfig, *, capture_uri: str, model_data: st
     gate = Gate("drift-gate", json_uri=run_path("monitoring", "drift_report.json"),
                 metric="violation_count", threshold=0, direction="<=",
                 comment="no violation of the model's drift baseline")
-    return Workflow("mnist-monitor", check >> gate,
+    return Workflow("mnist-monitor", stage >> check >> gate,
                     comment=f"drift of {endpoint_name}'s captured traffic")

@@ -7,6 +7,7 @@ from harness.steps.hosting import EndpointConfigStep, EndpointStep, ModelStep, s
 from harness.steps.inference import InferenceStep
 from harness.steps.processing import ProcessingInput, ProcessingOutput, ProcessingStep
 from harness.steps.training import TrainingStep
+from harness.steps.upload import UploadStep
 from harness.steps.tuning import (CategoricalParameter, ContinuousParameter, IntegerParameter,
                                   TuningStep)
 
@@ -14,4 +15,5 @@ __all__ = ["AFTER", "BEFORE", "MACHINE", "BuildContext", "Chain", "CodeAsset", "
            "PrepareDataStep", "Gate", "GlueStartJobRunStep", "EndpointConfigStep",
            "EndpointStep", "ModelStep", "serving_environment", "InferenceStep",
            "ProcessingInput", "ProcessingOutput", "ProcessingStep", "TrainingStep",
-           "TuningStep", "CategoricalParameter", "ContinuousParameter", "IntegerParameter"]
+           "TuningStep", "CategoricalParameter", "ContinuousParameter", "IntegerParameter",
+           "UploadStep"]

@@ -3,6 +3,7 @@ Processing job under Model Monitor's BYOC contract, then a gate on its violation
 one definition, run locally here and compiled to the state machine Step Functions runs."""
 from __future__ import annotations
 
+import json
 import tarfile
 
 import pytest
@@ -11,7 +12,7 @@ from drift_support import capture_lines, setup, write_capture
 from harness import uris
 from harness.asl_check import validate
 from harness.config import load_config
-from harness.errors import GateFailed
+from harness.errors import GateFailed, StepFailed
 from harness.local_setup import LocalImages
 from harness.monitor_pipeline import monitoring_workflow
 from harness.steps.base import BuildContext
@@ -54,7 +55,7 @@ def test_drifted_traffic_fails_the_monitoring_run_with_the_count(tmp_path, base)
         wf.run("local", config=cfg)
     assert "violation_count = " in str(e.value) and "required <= 0" in str(e.value)
     record = e.value.run_record
-    assert [s.status for s in record.steps] == ["SUCCEEDED", "FAILED"]
+    assert [s.status for s in record.steps] == ["SUCCEEDED", "SUCCEEDED", "FAILED"]
 
 
 def test_the_state_machine_runs_the_check_as_a_byoc_processing_job(tmp_path, base):
@@ -72,8 +73,32 @@ def test_the_state_machine_runs_the_check_as_a_byoc_processing_job(tmp_path, bas
     assert (env["significance_level"], env["comparison_method"]) == ("0.05", "Robust")
     assert params["AppSpecification"]["ContainerEntrypoint"][-1].endswith("/drift_check.py")
     inputs = {i["InputName"]: i["S3Input"] for i in params["ProcessingInputs"]}
-    assert inputs["endpointdata"]["S3Uri"].endswith("/capture/digits")
+    # the stage step (on the client) uploaded them: their S3 URIs come in the input
+    assert inputs["endpointdata"]["S3Uri.$"] == "$.Stage.Uris.endpointdata"
+    assert inputs["baseline"]["S3Uri.$"] == "$.Stage.Uris.baseline"
     choice = next(s for s in asl["States"].values() if s["Type"] == "Choice")
     assert choice["Choices"][1]["And"][1] == {"Variable": "$.DriftGate.Body.violation_count",
                                               "NumericLessThanEquals": 0}
     assert asl["States"]["drift-gate-failed"]["Type"] == "Fail"
+
+
+@pytest.mark.slow
+def test_on_the_emulator_the_check_runs_as_a_processing_job_on_the_uploaded_traffic(
+        tmp_path, base):
+    """The same workflow on the emulator: the stage step uploads the local captures and
+    model, the processing bridge runs drift_check.py on emulated S3, and the state
+    machine's gate reads drift_report.json there: drifted traffic fails the execution."""
+    cfg, wf = workflow(tmp_path, base, 1.0 - base["x"][:300])
+    cfg = cfg.model_copy(update={"cloud": cfg.cloud.model_copy(update={"poll_seconds": 0.2})})
+    with pytest.raises(StepFailed) as e:  # the execution failed at the gate's Fail state
+        wf.run("emulator", config=cfg)
+    record = e.value.run_record
+    assert record.backend == "emulator"
+    assert [(s.name, s.status) for s in record.steps] == [
+        ("stage", "SUCCEEDED"), ("check", "SUCCEEDED"), ("drift-gate", "FAILED")]
+    assert "GateNotPassed: violation_count = " in str(e.value)
+    run_dir = tmp_path / "runs" / record.run_id
+    staged = json.loads((run_dir / "steps" / "stage" / "output.json").read_text())["Uris"]
+    assert staged["endpointdata"].startswith("s3://") and staged["endpointdata"].endswith(
+        f"/{record.run_id}/monitored/endpointdata")
+    assert staged["baseline"].endswith("/monitored/baseline/model.tar.gz")
