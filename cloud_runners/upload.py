@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any
 
 from cloud_runners import aws, s3_staging
-from cloud_runners.s3_staging import S3Staging
 from harness import uris
 from harness.errors import DataError
 from harness.stages import StageContext
@@ -32,10 +31,13 @@ class CloudUploadRunner(aws.CloudStageRunner):
                                 "overwrite it", file=target,
                                 hint="earlier runs are never modified")
             dest = uris.join(target, path.name) if path.is_file() else target
-            with S3Staging(s3, prefix="mlharness-upload-") as staging:
-                count = len(s3_staging.files(path)) if path.is_dir() else 1
-                with ctx.progress.task(f"upload {name} to S3", total=count) as task:
-                    staging.upload(path, dest, on_file=lambda _p: task.advance(1))
+            items = [(path, dest)] if path.is_file() else [
+                (f, uris.join(dest, f.relative_to(path).as_posix()))
+                for f in s3_staging.files(path)]
+            with ctx.progress.task(f"upload {name} to S3", total=len(items)) as task:
+                for item, uri in items:
+                    aws.upload_file(s3, item, uri)
+                    task.advance(1)
             ctx.log.info("uploaded %s (%s) to %s", name, uri, dest)
             out[name] = dest
         return {"Uris": out}

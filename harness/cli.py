@@ -76,8 +76,7 @@ def _resume_cfg(args: argparse.Namespace):
     """A resumed run starts from the earlier run's own configuration (its config.json:
     data source, runs folder, pipeline, every value); the flags given now override only
     what they name."""
-    from harness.config import parse_config, set_dotted
-    from harness.storage import read_json
+    from harness.config import stored_config
 
     if args.config:
         raise ConfigError("--resume uses the run's own configuration (its config.json)",
@@ -87,17 +86,8 @@ def _resume_cfg(args: argparse.Namespace):
     located = load_config(None, {k: v for k, v in overrides.items() if k == "runs_dir"})
     store = RunStore(located.runs_path())
     store.load(args.resume)  # a clear error when there is no such run
-    stored = store.run_dir(args.resume) / "config.json"
-    if not stored.exists():
-        return load_config(None, overrides)  # a run from before configs were stored
-    data = read_json(stored)
-    if not isinstance(data, dict):
-        raise ConfigError("not a stored configuration", file=str(stored),
-                          expected="a JSON object")
-    data["runs_dir"] = str(located.runs_path())
-    for key, value in overrides.items():
-        set_dotted(data, key, value)
-    return parse_config(data, str(stored))
+    return stored_config(store.run_dir(args.resume), located.runs_path(),
+                         {k: v for k, v in overrides.items() if k != "runs_dir"})
 
 
 # --------------------------------------------------------------------------- run

@@ -293,3 +293,23 @@ def load_config(path: str | os.PathLike | None = None, overrides: dict[str, Any]
     for key, value in (overrides or {}).items():
         set_dotted(data, key, value)
     return parse_config(data, source)
+
+
+def stored_config(run_dir: Path, runs_path: Path, overrides: dict[str, Any]) -> PipelineConfig:
+    """A run's own configuration (its ``config.json``: data source, pipeline, every value)
+    in the runs folder ``runs_path``, with ``overrides`` (dotted fields) applied: what a
+    resumed or a retraining run starts from. A run from before configurations were stored
+    gets the defaults with the overrides."""
+    from harness.storage import read_json
+
+    stored = run_dir / "config.json"
+    if not stored.exists():
+        return load_config(None, {**overrides, "runs_dir": str(runs_path)})
+    data = read_json(stored)
+    if not isinstance(data, dict):
+        raise ConfigError("not a stored configuration", file=str(stored),
+                          expected="a JSON object")
+    data["runs_dir"] = str(runs_path)
+    for key, value in overrides.items():
+        set_dotted(data, key, value)
+    return parse_config(data, str(stored))

@@ -29,9 +29,7 @@ from harness import uris
 from harness.archives import extract_archive, newest_model_version
 from harness.errors import DataError, HarnessError
 from harness.runs import RunStore
-
-STATISTICS, CONSTRAINTS = "statistics.json", "constraints.json"
-BASELINE_DIR = Path("assets.extra") / "drift_baseline"  # = model.drift_baseline.BASELINE_DIR
+from model.drift_baseline import BASELINE_DIR, CONSTRAINTS, STATISTICS
 
 
 @dataclass
@@ -169,9 +167,9 @@ def check(target: MonitorTarget, settings: dict[str, Any], *, start: str | None 
             source = work / "no-capture"
             source.mkdir()
         try:
+            # the settings are in the constraints it reads (apply_settings)
             report = run_check(source, work, used_stats, used_cons, start_time=start,
-                               end_time=end, endpoint_name=target.endpoint_name, log=log,
-                               settings=settings)
+                               end_time=end, endpoint_name=target.endpoint_name, log=log)
         except ValueError as e:  # model.evaluate.InputError: names the file and the field
             raise DataError(str(e)) from None
         if source != capture:

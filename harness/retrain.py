@@ -325,26 +325,12 @@ def prepare_retrain_data(target: Any, check_dir: Path, labels_file: str,
 def retrain_config(store: Any, run_id: str, data_dir: Path,
                    overrides: dict[str, Any] | None = None):
     """The monitored run's stored configuration, the ``--set`` overrides given now, and
-    ``data.source`` = ``data_dir``."""
-    from harness.config import load_config, parse_config, set_dotted
-    from harness.errors import ConfigError
-    from harness.storage import read_json
+    ``data.source`` = ``data_dir`` (the runs folder and data source are not overridable)."""
+    from harness.config import stored_config
 
-    stored = store.run_dir(run_id) / "config.json"
-    if not stored.exists():
-        data: Any = load_config(None, {}).model_dump(mode="json")
-    else:
-        data = read_json(stored)
-        if not isinstance(data, dict):
-            raise ConfigError("not a stored configuration", file=str(stored),
-                              expected="a JSON object")
-    for key, value in (overrides or {}).items():
-        if key not in ("runs_dir", "data.source"):
-            set_dotted(data, key, value)
-    data["runs_dir"] = str(store.root)
-    set_dotted(data, "data.source", str(data_dir))
-    set_dotted(data, "deploy.keep_serving", False)
-    return parse_config(data, str(stored))
+    kept = {k: v for k, v in (overrides or {}).items() if k not in ("runs_dir", "data.source")}
+    return stored_config(store.run_dir(run_id), store.root,
+                         {**kept, "data.source": str(data_dir), "deploy.keep_serving": False})
 
 
 def start_run(store: Any, run_id: str, data_dir: Path, console: Any,

@@ -77,6 +77,15 @@ def counters(results: list[TrialResult], running: int) -> dict[str, int]:
             "Stopped": statuses.count("Stopped")}
 
 
+def best_trial(results: list[TrialResult], objective_type: str) -> TrialResult | None:
+    """The best trial that completed with an objective value (a tie: the earlier one)."""
+    ranked = [r for r in results if r.status == "Completed" and r.objective is not None]
+    if not ranked:
+        return None
+    sign = 1 if objective_type == "Maximize" else -1
+    return max(ranked, key=lambda r: (sign * r.objective, -r.number))
+
+
 class LocalTuningRunner(StageRunner):
     kind = "tune"
     stop_grace_s = 10.0  # SIGTERM -> SIGKILL for a stopped trial (SageMaker allows 120 s)
@@ -189,6 +198,8 @@ class LocalTuningRunner(StageRunner):
         it the outcomes; on Ctrl-C stop the running trials and re-raise."""
         name = request["HyperParameterTuningJobName"]
         definition = request["TrainingJobDefinition"]
+        objective_type = request["HyperParameterTuningJobConfig"][
+            "HyperParameterTuningJobObjective"]["Type"]
         results: list[TrialResult] = []
         pending: dict[Future, optuna.trial.Trial] = {}
         pool = ThreadPoolExecutor(max_workers=parallel, thread_name_prefix=f"{name}-trial")
@@ -212,11 +223,9 @@ class LocalTuningRunner(StageRunner):
                         self._tell(study, trial, result)
                         results.append(result)
                         overall.advance(1)
-                        self._mark_best(trials, results, study.direction)
+                        self._mark_best(trials, results, objective_type)
                         if self.on_trial is not None:
-                            kind = ("Maximize" if study.direction ==
-                                    optuna.study.StudyDirection.MAXIMIZE else "Minimize")
-                            self.on_trial(trials.summary(result, kind),
+                            self.on_trial(trials.summary(result, objective_type),
                                           counters(results, running=len(pending)))
             except BaseException as e:  # Ctrl-C, a termination signal, the tuner's own bug
                 trials.children.stop_all(self.stop_grace_s)
@@ -233,15 +242,13 @@ class LocalTuningRunner(StageRunner):
         return results
 
     @staticmethod
-    def _mark_best(trials: TrialRunner, results: list[TrialResult],
-                   direction: optuna.study.StudyDirection) -> None:
+    def _mark_best(trials: TrialRunner, results: list[TrialResult], objective_type: str
+                   ) -> None:
         """The best trial so far stands out in the live table."""
-        ranked = [r for r in results if r.status == "Completed" and r.objective is not None]
-        if not ranked:
-            return
-        sign = 1 if direction == optuna.study.StudyDirection.MAXIMIZE else -1
-        best = max(ranked, key=lambda r: (sign * r.objective, -r.number))
-        for r in ranked:
+        best = best_trial(results, objective_type)
+        for r in results:
+            if r.status != "Completed" or r.objective is None:
+                continue
             trials.table.row(r.name, {"_style": "bold green" if r is best else None,
                                       "trial": f"{r.number:03d}" + (" ★" if r is best else "")})
 
@@ -260,15 +267,13 @@ class LocalTuningRunner(StageRunner):
                   results: list[TrialResult], objective_type: str, created: float,
                   ended: float, records: Path, ctx: StageContext) -> dict[str, Any]:
         name = request["HyperParameterTuningJobName"]
-        ranked = [r for r in results if r.status == "Completed" and r.objective is not None]
-        if not ranked:
+        best = best_trial(results, objective_type)
+        if best is None:
             last = results[-1]
             raise StepFailed(ctx.step, f"tuning job {name} failed: none of its {len(results)} "
                              f"training jobs completed with an objective value; the last, "
                              f"{last.name} ({last.status}): {last.failure}",
                              hint=f"each trial's log: {records}/<training job>/log.txt")
-        sign = 1 if objective_type == "Maximize" else -1
-        best = max(ranked, key=lambda r: (sign * r.objective, -r.number))
         summaries = [trials.summary(r, objective_type)
                      for r in sorted(results, key=lambda r: r.number)]
         plot = plot_trials(summaries, objective_type, records.parent / "trials.png")

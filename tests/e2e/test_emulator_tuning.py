@@ -4,25 +4,15 @@ real tuning job of real training jobs (the tuning bridge, Optuna), and its best 
 model -- in the emulated S3 where SageMaker puts it -- is the one evaluated, gated and
 served. The twin of tests/e2e/test_local_tuning.py."""
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-
-ROOT = Path(__file__).resolve().parents[2]
+from tuning_e2e_support import run_with_tuning
 
 
 @pytest.mark.slow
 def test_the_best_trials_model_is_evaluated_gated_and_served_on_the_emulator(tmp_path):
     runs = tmp_path / "runs"
-    proc = subprocess.run(
-        [sys.executable, "-m", "harness.cli", "run", "--backend", "emulator",
-         "--data", "fixture", "--runs-dir", str(runs),
-         "--set", "tune.enabled=true", "--set", "tune.max_jobs=2",
-         "--set", "tune.max_parallel_jobs=2", "--set", "train.hyperparameters.epochs=1",
-         "--set", "evaluate.threshold=0.9"],
-        cwd=ROOT, capture_output=True, text=True, timeout=900)
+    proc = run_with_tuning(runs, "--backend", "emulator", timeout=900)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     (run_id,) = [p.name for p in runs.iterdir() if p.is_dir()]
     run_dir = runs / run_id

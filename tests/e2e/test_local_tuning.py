@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from tuning_e2e_support import run_with_tuning
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -15,12 +16,7 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.mark.slow
 def test_the_best_trials_model_is_evaluated_gated_and_served(tmp_path):
     runs = tmp_path / "runs"
-    proc = subprocess.run(
-        [sys.executable, "-m", "harness.cli", "run", "--data", "fixture", "--runs-dir", str(runs),
-         "--set", "tune.enabled=true", "--set", "tune.max_jobs=2",
-         "--set", "tune.max_parallel_jobs=2", "--set", "train.hyperparameters.epochs=1",
-         "--set", "evaluate.threshold=0.9"],
-        cwd=ROOT, capture_output=True, text=True, timeout=600)
+    proc = run_with_tuning(runs, timeout=600)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     (run_id,) = [p.name for p in runs.iterdir() if p.is_dir()]
     run_dir = runs / run_id

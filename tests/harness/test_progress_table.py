@@ -6,7 +6,7 @@ import io
 
 from rich.console import Console
 
-from harness.progress import LiveProgress, NullProgress, RichProgress
+from harness.progress import LiveProgress, RichProgress
 
 
 def test_a_table_is_live_below_the_bars_and_printed_final_when_it_ends():
@@ -31,7 +31,3 @@ def test_a_table_is_live_below_the_bars_and_printed_final_when_it_ends():
     assert any("002" in line and "0.1" in line and "Failed" in line for line in lines)
     assert "InProgress" not in text.split("tuning job t: trials")[-1]
 
-
-def test_null_progress_takes_rows_and_shows_nothing():
-    with NullProgress().table("t", ["a"]) as table:
-        table.row("x", {"a": 1})

@@ -7,7 +7,6 @@ rate of 0.01 with adam, so each trial takes well under a second and the best tri
 known from its hyperparameters."""
 from __future__ import annotations
 
-import inspect
 import json
 import os
 import re
@@ -25,14 +24,13 @@ from pipeline_support import pipeline, run_document, stage_code, stage_context
 from harness import uris
 from harness.errors import HarnessError, StepFailed
 from harness.local_setup import LocalImages
-from harness.placeholders import resolve, run_path
-from harness.steps.training import TrainingStep
+from harness.placeholders import resolve
 from harness.steps.tuning import (CategoricalParameter, ContinuousParameter, IntegerParameter,
                                   TuningStep)
 from local_runners.tune import LocalTuningRunner
 from local_runners.tuning_trial import threads_per_trial
 
-from tuning_support import METRIC, SCRIPT, Tuning, accuracy, tuned_accuracy
+from tuning_support import Tuning, accuracy, tiny_tuning_workflow, tuned_accuracy
 
 
 def seconds(iso: str) -> float:
@@ -326,22 +324,9 @@ def test_ctrl_c_stops_the_running_trials_and_keeps_the_finished(tmp_path):
 
 
 def test_in_a_run_the_trial_records_sit_beside_the_steps_own(tmp_path):
-    from harness.config import load_config
-    from harness.workflow import Workflow
-
-    src = tmp_path / "src"
-    src.mkdir()
-    (src / "train.py").write_text(SCRIPT.format(formula=inspect.getsource(accuracy)))
-    (tmp_path / "data").mkdir()
-    training = TrainingStep("train", job_name="tiny-train", source_dir=src,
-                            entry_point="train.py", output_path=run_path("training"),
-                            inputs={"train": uris.file_uri(tmp_path / "data")},
-                            hyperparameters={"epochs": 2}, metric_definitions=[METRIC])
-    tune = TuningStep("tune", training=training, job_name="tiny-tune",
-                      objective_metric=METRIC["Name"], parameter_ranges={"learning_rate": LR},
-                      max_jobs=2, max_parallel_jobs=2, random_seed=1)
-    cfg = load_config(overrides={"runs_dir": str(tmp_path / "runs")})
-    result = Workflow("tiny-tuning", tune).run("local", config=cfg)
+    wf, cfg = tiny_tuning_workflow(tmp_path, tmp_path / "runs", {"learning_rate": LR},
+                                   random_seed=1)
+    result = wf.run("local", config=cfg)
     assert result.record.status == "SUCCEEDED"
     step_dir = result.run_dir / "steps" / "tune"
     trials = sorted(p.name for p in (step_dir / "trials").iterdir())

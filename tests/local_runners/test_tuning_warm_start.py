@@ -2,19 +2,13 @@
 tiny script of ``tuning_support``: its best learning rate is 0.01, with adam)."""
 from __future__ import annotations
 
-import inspect
 import json
 
 import pytest
-from tuning_support import METRIC, SCRIPT, accuracy
+from tuning_support import tiny_tuning_workflow
 
-from harness import uris
-from harness.config import load_config
 from harness.errors import HarnessError, StepFailed
-from harness.placeholders import run_path
-from harness.steps.training import TrainingStep
-from harness.steps.tuning import CategoricalParameter, ContinuousParameter, TuningStep
-from harness.workflow import Workflow
+from harness.steps.tuning import CategoricalParameter, ContinuousParameter
 from local_runners.tuning_warm_start import ParentJob, parents
 
 LR = ContinuousParameter(1e-4, 1.0, "Logarithmic")
@@ -22,23 +16,10 @@ LR = ContinuousParameter(1e-4, 1.0, "Logarithmic")
 
 def tuning_run(tmp, runs, ranges, *, hyperparameters=None, max_jobs=2, strategy="Random",
                **warm):
-    src = tmp / "src"
-    if not src.exists():
-        src.mkdir()
-        (src / "train.py").write_text(SCRIPT.format(formula=inspect.getsource(accuracy)))
-        (tmp / "data").mkdir()
-    training = TrainingStep("train", job_name="tiny-train", source_dir=src,
-                            entry_point="train.py", output_path=run_path("training"),
-                            inputs={"train": uris.file_uri(tmp / "data")},
-                            hyperparameters={"epochs": 2, **(hyperparameters or {})},
-                            metric_definitions=[METRIC])
-    tune = TuningStep("tune", training=training, job_name="tiny-tune",
-                      objective_metric=METRIC["Name"], parameter_ranges=ranges,
-                      strategy=strategy, max_jobs=max_jobs, max_parallel_jobs=2,
-                      random_seed=3, **warm)
-    cfg = load_config(overrides={"runs_dir": str(runs)})
+    wf, cfg = tiny_tuning_workflow(tmp, runs, ranges, hyperparameters=hyperparameters,
+                                   strategy=strategy, max_jobs=max_jobs, random_seed=3, **warm)
     messages = []
-    result = Workflow("tiny-tuning", tune).run("local", config=cfg, announce=messages.append)
+    result = wf.run("local", config=cfg, announce=messages.append)
     return result, messages
 
 

@@ -119,3 +119,26 @@ class Tuning:
 def tuned_accuracy(summary, epoch: int = 3) -> float:
     hp = summary["TunedHyperParameters"]
     return accuracy(float(hp["learning_rate"]), hp.get("optimizer", "sgd"), epoch)
+
+
+def tiny_tuning_workflow(tmp: Path, runs: Path, ranges, *, hyperparameters=None, **tuning):
+    """A workflow of one tuning step over the tiny script (2 epochs, 2 trials at a time
+    unless ``tuning`` says otherwise) and its configuration: runs in ``runs``."""
+    from harness.config import load_config
+    from harness.workflow import Workflow
+
+    src = tmp / "src"
+    if not src.exists():
+        src.mkdir()
+        (src / "train.py").write_text(SCRIPT.format(formula=inspect.getsource(accuracy)))
+        (tmp / "data").mkdir()
+    training = TrainingStep("train", job_name="tiny-train", source_dir=src,
+                            entry_point="train.py", output_path=run_path("training"),
+                            inputs={"train": uris.file_uri(tmp / "data")},
+                            hyperparameters={"epochs": 2, **(hyperparameters or {})},
+                            metric_definitions=[METRIC])
+    tune = TuningStep("tune", training=training, job_name="tiny-tune",
+                      objective_metric=METRIC["Name"], parameter_ranges=ranges,
+                      **{"max_jobs": 2, "max_parallel_jobs": 2, **tuning})
+    return (Workflow("tiny-tuning", tune),
+            load_config(overrides={"runs_dir": str(runs)}))
