@@ -84,7 +84,7 @@ def serving_options(environment: dict[str, str]) -> dict[str, Any]:
 def capture_options(request: dict[str, Any]) -> dict[str, Any]:
     """DataCaptureConfig of the endpoint config as serving options (file:// destination)."""
     cfg = request["CreateEndpointConfig"].get("DataCaptureConfig")
-    if not cfg or not cfg.get("EnableCapture"):
+    if not cfg or not cfg.get("EnableCapture", True):  # SageMaker: on unless set false
         return {}
     return {"capture_dir": str(uris.local_path(cfg["DestinationS3Uri"])),
             "capture_percent": float(cfg.get("InitialSamplingPercentage", 100))}

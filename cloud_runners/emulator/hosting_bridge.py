@@ -20,7 +20,16 @@ process), both undone by the function it returns:
   ``OriginalStatusCode``/``OriginalMessage``); an unknown endpoint, or one not
   ``InService``, is a ``ValidationError``, as on AWS.
 
-``DataCaptureConfig`` is not executed (the endpoint serves without capture).
+``DataCaptureConfig`` is executed (``capture_delivery``): with ``EnableCapture`` (absent =
+on), each 2xx answer of ``_invoke`` is sampled (``InitialSamplingPercentage``; seeded by
+``capture_seed``) and buffered as a record of SageMaker's capture format with the sections
+``CaptureOptions`` asks for; a worker delivers the buffers to the emulated S3
+(``<DestinationS3Uri>/<EndpointName>/<VariantName>/yyyy/mm/dd/hh/<mm-ss-mmm>-<uuid>.jsonl``)
+every ``capture_flush_s`` s (``CAPTURE_FLUSH_S``), at DeleteEndpoint and at uninstall;
+``flush_captures()`` delivers now. A failed delivery is logged and counted
+(``captures_dropped``), never an InvokeEndpoint error; a ModelError is not captured.
+Not emulated: ``CaptureContentTypeHeader`` (JSON and CSV are captured as text, the rest
+base64), ``KmsKeyId``, ``inferenceId``, UpdateEndpoint, retrying a failed delivery.
 
 What the patch relies on in moto is fingerprinted in ``FINGERPRINTS``; ``check()`` names
 what changed and ``install()`` refuses to patch then
@@ -33,12 +42,14 @@ import json
 import logging
 import shutil
 import threading
+import time
 import traceback
 from pathlib import Path
 from typing import Any, Callable
 
 from cloud_runners.emulator.moto_gaps import check_fingerprints, resolve_attr
 from cloud_runners.emulator.bridge import Bridge, runner_error, utcnow
+from cloud_runners.emulator.capture_delivery import CAPTURE_FLUSH_S, EndpointCapture
 from cloud_runners.emulator.workers import STOP_GRACE_S
 from cloud_runners.s3_staging import OBJECT, S3Staging
 from harness.config import PipelineConfig
@@ -63,6 +74,10 @@ FINGERPRINTS = {
     f"{_MODELS}.SageMakerModelBackend.describe_endpoint_config": "1df79bdb0aeccaf2",
     f"{_MODELS}.SageMakerModelBackend.describe_model": "e48645bb937f6412",
     f"{_MODELS}.Model.__init__": "9daf27d122e384ea",
+    # DataCaptureConfig of CreateEndpointConfig -> the config's data_capture_config
+    f"{_MODELS}.FakeEndpointConfig.__init__": "63c32ba762297473",
+    f"{_MODELS}.SageMakerModelBackend.create_endpoint_config": "87a71038bb397165",
+    "moto.sagemaker.responses.SageMakerResponse.create_endpoint_config": "34c19362a0bac47b",
     # replaced: moto's InvokeEndpoint handler (canned answers)
     f"{_RUNTIME}.SageMakerRuntimeResponse.invoke_endpoint": "5559ed6a5dbe2534",
 }
@@ -81,6 +96,7 @@ class _Hosted:
         self.endpoint = endpoint
         self.server: Any = None
         self.model_dir: Path | None = None
+        self.capture: EndpointCapture | None = None
         self.deleted = False
         self.lock = threading.Lock()
 
@@ -101,10 +117,13 @@ class HostingBridge(Bridge):
     """Serve emulated SageMaker endpoints with the local model server (module doc)."""
 
     def __init__(self, cfg: PipelineConfig | None = None, *,
-                 workdir: str | Path | None = None):
+                 workdir: str | Path | None = None, capture_seed: int | None = None,
+                 capture_flush_s: float = CAPTURE_FLUSH_S):
         super().__init__(cfg, workdir=workdir)
         self.hosted: dict[str, _Hosted] = {}  # endpoint ARN -> its server
         self._lock = threading.Lock()
+        self.capture_seed, self.capture_flush_s = capture_seed, capture_flush_s
+        self.captures: list[EndpointCapture] = []  # every endpoint's, deleted ones too
 
     # -- install / uninstall ------------------------------------------------------------------
 
@@ -115,6 +134,8 @@ class HostingBridge(Bridge):
         from moto.sagemakerruntime.responses import SageMakerRuntimeResponse
 
         self._emulator = emulator
+        self._delivery_stop = threading.Event()
+        self._s3: Any = None  # the emulated S3's client, once an endpoint captures
         bridge = self
         original_create = SageMakerModelBackend.create_endpoint
         original_delete = SageMakerModelBackend.delete_endpoint
@@ -147,10 +168,13 @@ class HostingBridge(Bridge):
             SageMakerRuntimeResponse.invoke_endpoint = original_invoke
             # Every endpoint goes with the emulator: servers stop now; one still starting
             # sees it was deleted and stops its server itself (_run).
+            self._delivery_stop.set()
             with self._lock:
                 hosted, self.hosted = list(self.hosted.values()), {}
             for h in hosted:
                 h.stop()
+            for capture in list(self.captures):  # a deleted endpoint's late ones too
+                self._flush(capture)
             left = self.join(STOP_GRACE_S)
             if left:
                 LOG.warning("endpoints still starting after %.0f s (they end with the "
@@ -161,6 +185,40 @@ class HostingBridge(Bridge):
     def server_for(self, endpoint_arn: str) -> Any:
         h = self.hosted.get(endpoint_arn)
         return h.server if h is not None else None
+
+    # -- data capture -------------------------------------------------------------------------
+
+    @property
+    def captures_dropped(self) -> int:
+        """Capture records lost so far (delivery failed, or a buffer was full)."""
+        return sum(c.dropped for c in list(self.captures))
+
+    def flush_captures(self, endpoint_name: str | None = None, timeout: float = 10) -> int:
+        """Deliver the capture records buffered now (of one endpoint, or of all) to the
+        emulated S3; the number delivered. A delivery the worker has under way is waited
+        for (up to ``timeout``), so what was captured before the call is in S3 after it."""
+        with self._lock:
+            captures = [h.capture for h in self.hosted.values() if h.capture is not None
+                        and endpoint_name in (None, h.endpoint.endpoint_name)]
+        return sum(self._flush(c, timeout) for c in captures)
+
+    def _flush(self, capture: EndpointCapture | None, timeout: float = 10) -> int:
+        if capture is None:
+            return 0
+        try:
+            return capture.flush(self._s3, timeout)
+        except Exception:  # noqa: BLE001 - capture never takes the bridge down
+            LOG.exception("delivering the data capture of %s failed", capture.endpoint_name)
+            return 0
+
+    def _deliver(self) -> None:
+        """The delivery worker: every ``capture_flush_s`` (read at each tick: it may be
+        changed while it runs) until the bridge is uninstalled."""
+        last = time.monotonic()
+        while not self._delivery_stop.wait(min(self.capture_flush_s, 0.25)):
+            if time.monotonic() - last >= self.capture_flush_s:
+                self.flush_captures()
+                last = time.monotonic()
 
     # -- create / delete ----------------------------------------------------------------------
 
@@ -174,10 +232,22 @@ class HostingBridge(Bridge):
         if previous is not None:  # pragma: no cover - moto replaced it without a delete
             previous.stop()
         try:
-            container = self._container(backend, endpoint)
+            container, capture_config = self._container(backend, endpoint)
+            hosted.capture = EndpointCapture.from_config(
+                capture_config, endpoint.endpoint_name, container["VariantName"],
+                seed=self.capture_seed)
         except Exception as e:
             self._fail(hosted, e)
             return
+        if hosted.capture is not None:
+            with self._lock:
+                self.captures.append(hosted.capture)
+                start = self._s3 is None
+                if start:  # boto3 clients may be shared by threads
+                    self._s3 = self._emulator.client("s3")
+            if start:
+                self.workers.start("hosting-bridge-capture-delivery", self._deliver,
+                                   on_stopped=lambda: None)
         # Not stopped by Workers.stop: the start-up ends by itself once the endpoint is
         # deleted (a model half loaded is only memory).
         self.workers.start(f"hosting-bridge-{endpoint.endpoint_name[:24]}",
@@ -192,9 +262,10 @@ class HostingBridge(Bridge):
                 hosted = None
         if hosted is not None:
             hosted.stop()
+            self._flush(hosted.capture)  # what it captured is delivered, not lost
 
     @staticmethod
-    def _container(backend: Any, endpoint: Any) -> dict[str, Any]:
+    def _container(backend: Any, endpoint: Any) -> tuple[dict[str, Any], dict | None]:
         config = backend.describe_endpoint_config(endpoint.endpoint_config_name)
         variants = config.get("ProductionVariants") or []
         if len(variants) != 1:
@@ -207,7 +278,7 @@ class HostingBridge(Bridge):
                                field="PrimaryContainer.ModelDataUrl",
                                expected="the s3:// URI of model.tar.gz")
         container["VariantName"] = variants[0].get("VariantName", "AllTraffic")
-        return container
+        return container, config.get("DataCaptureConfig")
 
     def _fail(self, hosted: _Hosted, e: BaseException, staging: S3Staging | None = None
               ) -> None:
@@ -300,6 +371,11 @@ class HostingBridge(Bridge):
             conn.close()
         variant = (endpoint.production_variants or [{}])[0].get("VariantName", "AllTraffic")
         if 200 <= status < 300:
+            if hosted.capture is not None:
+                try:
+                    hosted.capture.offer(body, headers["Content-Type"], data, ctype)
+                except Exception:  # noqa: BLE001 - capture never fails InvokeEndpoint
+                    LOG.exception("capturing an invocation of %s failed", name)
             return 200, {"status": "200", "Content-Type": ctype,
                          "x-Amzn-Invoked-Production-Variant": variant}, data
         text = data.decode("utf-8", "replace")

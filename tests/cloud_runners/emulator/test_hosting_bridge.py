@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 import socket
-import tarfile
-import time
 
 import numpy as np
 import pytest
-from support import in_process, save_tiny_model
+from hosting_support import host as _host
+from hosting_support import tiny_model_archive
+from hosting_support import wait_for_endpoint as _wait
+from support import in_process
 
 from cloud_runners import aws
 from cloud_runners.emulator.hosting_bridge import HostingBridge
@@ -19,42 +20,11 @@ from cloud_runners.runtime_transport import SageMakerRuntimeTransport
 from harness.inference_client import EndpointError
 
 BUCKET = "emu-hosting"
-ROLE = "arn:aws:iam::123456789012:role/mlharness-sagemaker"
 
 
 @pytest.fixture(scope="module")
 def tiny_archive(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny")
-    version_dir = save_tiny_model(root / "model", seed=3)
-    archive = root / "model.tar.gz"
-    with tarfile.open(archive, "w:gz") as tar:
-        tar.add(version_dir, arcname="1")
-    return archive, version_dir
-
-
-def _host(emu, name: str, model_data_url: str) -> None:
-    sm = emu.client("sagemaker")
-    sm.create_model(ModelName=f"{name}-model", ExecutionRoleArn=ROLE, PrimaryContainer={
-        "Image": "img-serve", "ModelDataUrl": model_data_url,
-        "Environment": {"SAGEMAKER_TFS_DEFAULT_MODEL_NAME": "tiny"}})
-    sm.create_endpoint_config(EndpointConfigName=f"{name}-config", ProductionVariants=[{
-        "VariantName": "AllTraffic", "ModelName": f"{name}-model",
-        "InitialInstanceCount": 1, "InstanceType": "ml.m5.large"}])
-    sm.create_endpoint(EndpointName=name, EndpointConfigName=f"{name}-config")
-
-
-def _wait(emu, name: str, timeout_s: float = 60) -> list[str]:
-    sm = emu.client("sagemaker")
-    seen: list[str] = []
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        status = sm.describe_endpoint(EndpointName=name)["EndpointStatus"]
-        if not seen or seen[-1] != status:
-            seen.append(status)
-        if status in ("InService", "Failed"):
-            return seen
-        time.sleep(0.05)
-    raise AssertionError(f"endpoint {name} still {seen[-1]} after {timeout_s} s")
+    return tiny_model_archive(tmp_path_factory.mktemp("tiny"))
 
 
 def _port_open(port: int) -> bool:
