@@ -2,7 +2,9 @@
 on, the gaps of moto's state-machine interpreter closed (``moto_gaps``), and the compute
 bridges that run the local runners when an emulated job starts (``bridge`` for Glue,
 ``training_bridge``, ``processing_bridge``) or an endpoint is created (``hosting_bridge``:
-the local model server answers ``InvokeEndpoint``). ``backend`` is the ``emulator``
+the local model server answers ``InvokeEndpoint``), and ``scheduler_bridge`` that fires
+EventBridge Scheduler schedules (``at()``/``rate()``) whose target is a state machine.
+``backend`` is the ``emulator``
 backend: it installs the bridges a workflow's step kinds name."""
 from cloud_runners.emulator.server import EmbeddedEmulator
 

@@ -13,8 +13,8 @@
   ``workers``), shuts the server down, closes its socket, restores moto's config and
   ``MOTO_PORT`` and undoes the patches.
 - ``bridge``: a compute bridge (``bridge.GlueBridge``, ``training_bridge.TrainingBridge``,
-  ``processing_bridge.ProcessingBridge``,
-  ``hosting_bridge.HostingBridge``) or a list of them; each is installed after the
+  ``processing_bridge.ProcessingBridge``, ``hosting_bridge.HostingBridge``,
+  ``scheduler_bridge.SchedulerBridge``) or a list of them; each is installed after the
   patches and uninstalled first.
 """
 from __future__ import annotations

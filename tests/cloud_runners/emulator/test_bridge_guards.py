@@ -1,5 +1,6 @@
-"""Each SageMaker bridge refuses to install when moto's internals it relies on changed
-(``FINGERPRINTS``), names the changed symbol, and leaves moto as it was."""
+"""Each bridge (SageMaker, EventBridge Scheduler) refuses to install when moto's
+internals it relies on changed (``FINGERPRINTS``), names the changed symbol, and leaves
+moto as it was."""
 from __future__ import annotations
 
 import importlib
@@ -22,6 +23,8 @@ BRIDGES = [
     ("tuning_bridge", "TuningBridge",
      "moto.sagemaker.models.HyperParameterTuningJob.describe",
      [("moto.sagemaker.models", "SageMakerModelBackend", "create_hyper_parameter_tuning_job")]),
+    # patches nothing: reads moto's scheduler backend from its poller thread
+    ("scheduler_bridge", "SchedulerBridge", "moto.scheduler.models.Schedule.__init__", []),
 ]
 IDS = [b[0] for b in BRIDGES]
 

@@ -2,11 +2,13 @@
 ``glue:startJobRun.sync``, ``sagemaker:createTrainingJob.sync`` and
 ``createProcessingJob.sync`` run to the end, ``aws-sdk:s3:getObject`` gives its body
 as a string that ``States.StringToJson`` parses (the gate of a pipeline), and a stopped
-execution aborts the task that waits for its job."""
+execution aborts the task that waits for its job, and ``states:startExecution`` starts a
+child state machine with AWS's parameter names."""
 from __future__ import annotations
 
 import json
 import time
+import uuid
 
 import pytest
 from botocore.exceptions import ClientError
@@ -123,6 +125,7 @@ def test_apply_and_undo_swap_only_the_factory_reference():
     assert patched is not original and patched.__wrapped__ is original
     assert type(patched("glue")).__name__ == "EmulatorGlue"
     assert type(patched("aws-sdk")).__name__ == "EmulatorAwsSdk"
+    assert type(patched("states")).__name__ == "EmulatorSfn"
     assert type(patched("sqs")).__name__ == "StateTaskServiceSqs"
     undo_a()
     undo_a()  # idempotent
@@ -149,6 +152,11 @@ def test_unpatched_moto_still_has_the_gaps():
         assert described["status"] == "FAILED"
         assert "'StreamingChecksumBody' object has no attribute 'strip'" in \
             json.dumps(failures(history))
+        child = _child(emu)
+        described, _ = run_to_end(emu, _start_child(child, "arn:aws:states:::states:startExecution",
+                                                     {"a": 1}, "run-1"))
+        assert described["status"] == "FAILED"
+        assert "'StateMachineArn'" in described.get("cause", "")
 
 
 def test_glue_start_job_run_sync_succeeds():
@@ -297,3 +305,87 @@ def test_s3_get_object_body_is_a_string_that_string_to_json_parses(threshold, st
         raw = json.loads(succeeded["taskSucceededEventDetails"]["output"])
         assert json.loads(raw["Body"]) == {"metrics": {"accuracy": 0.93}, "count": 3}
         assert raw["ContentLength"] == len(raw["Body"])
+
+
+CHILD = {"StartAt": "P", "States": {"P": {"Type": "Pass", "End": True}}}
+
+
+def _child(emu, name="child"):
+    from emulator_support import ROLE
+
+    return emu.client("stepfunctions").create_state_machine(
+        name=name, definition=json.dumps(CHILD), roleArn=ROLE)["stateMachineArn"]
+
+
+def _start_child(child_arn, resource, child_input, name=None):
+    params = {"StateMachineArn": child_arn, "Input": child_input}
+    if name is not None:
+        params["Name"] = name
+    return {"StartAt": "Start", "States": {"Start": {
+        "Type": "Task", "Resource": resource, "Parameters": params,
+        "ResultPath": "$.Child", "End": True}}}
+
+
+@pytest.mark.parametrize("child_input", [{"a": 1, "b": {"c": [1, 2]}}, '{"a": 1}'])
+def test_states_start_execution_starts_the_child_state_machine(child_input):
+    """Gap 6: AWS's parameter names (Input as an object or a JSON string, Name), AWS's
+    result: ExecutionArn and StartDate (epoch milliseconds)."""
+    with EmbeddedEmulator() as emu:
+        child = _child(emu)
+        described, history = run_to_end(emu, _start_child(
+            child, "arn:aws:states:::states:startExecution", child_input, "run-1"))
+        assert described["status"] == "SUCCEEDED", failures(history)
+        out = json.loads(described["output"])["Child"]
+        assert set(out) == {"ExecutionArn", "StartDate"}
+        assert out["ExecutionArn"].endswith(":execution:child:run-1")
+        assert isinstance(out["StartDate"], int)
+        sfn = emu.client("stepfunctions")
+        (execution,) = sfn.list_executions(stateMachineArn=child)["executions"]
+        assert execution["executionArn"] == out["ExecutionArn"]
+        assert execution["name"] == "run-1"
+        child_described = sfn.describe_execution(executionArn=out["ExecutionArn"])
+        expected = child_input if isinstance(child_input, dict) else json.loads(child_input)
+        assert json.loads(child_described["input"]) == expected
+
+
+def test_states_start_execution_without_a_name():
+    with EmbeddedEmulator() as emu:
+        child = _child(emu)
+        described, history = run_to_end(emu, _start_child(
+            child, "arn:aws:states:::states:startExecution", {"a": 1}))
+        assert described["status"] == "SUCCEEDED", failures(history)
+        arn = json.loads(described["output"])["Child"]["ExecutionArn"]
+        prefix = child.replace(":stateMachine:", ":execution:") + ":"
+        assert arn.startswith(prefix)
+        uuid.UUID(arn[len(prefix):])  # a generated name, as on AWS (moto's would be "None")
+        # a second one gets its own name
+        described, history = run_to_end(emu, _start_child(
+            child, "arn:aws:states:::states:startExecution", {"a": 2}))
+        assert described["status"] == "SUCCEEDED", failures(history)
+        assert json.loads(described["output"])["Child"]["ExecutionArn"] != arn
+
+
+@pytest.mark.parametrize("suffix", [".sync", ".sync:2"])
+def test_states_start_execution_sync_waits_for_the_child(suffix):
+    with EmbeddedEmulator() as emu:
+        child = _child(emu)
+        described, history = run_to_end(emu, _start_child(
+            child, f"arn:aws:states:::states:startExecution{suffix}", {"a": 1}, "run-2"))
+        assert described["status"] == "SUCCEEDED", failures(history)
+        out = json.loads(described["output"])["Child"]
+        assert out["Status"] == "SUCCEEDED"
+        assert out["ExecutionArn"].endswith(":execution:child:run-2")
+        assert isinstance(out["StartDate"], int) and isinstance(out["StopDate"], int)
+        # .sync gives the child's output as a JSON string, .sync:2 as JSON
+        output = out["Output"] if suffix == ".sync:2" else json.loads(out["Output"])
+        assert output == {"a": 1}
+
+
+def test_states_start_execution_of_a_missing_state_machine_fails_the_task():
+    with EmbeddedEmulator() as emu:
+        missing = f"arn:aws:states:us-east-1:{'123456789012'}:stateMachine:nope"
+        described, history = run_to_end(emu, _start_child(
+            missing, "arn:aws:states:::states:startExecution", {}))
+        assert described["status"] == "FAILED"
+        (_, details), = [f for f in failures(history) if f[0] == "TaskFailed"]
+        assert details["error"].startswith("StepFunctions."), details
