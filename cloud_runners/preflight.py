@@ -68,9 +68,11 @@ def _exists(call, *missing_codes: str) -> bool:
 
 def example_document(wf, run_id: str, bucket: str, prefix: str) -> dict[str, Any]:
     """What a run's placeholders resolve to before it runs (outputs stay placeholders)."""
-    from harness.placeholders import BASE_URI_KEY, BUCKET_KEY, PREFIX_KEY, RUN_ID_KEY
+    from harness.placeholders import (BASE_URI_KEY, BUCKET_KEY, CODE_URI_KEY, PREFIX_KEY,
+                                      RUN_ID_KEY, code_uri_of)
     return {RUN_ID_KEY: run_id, BUCKET_KEY: bucket, PREFIX_KEY: prefix,
-            BASE_URI_KEY: f"s3://{bucket}/{prefix}"}
+            BASE_URI_KEY: f"s3://{bucket}/{prefix}",
+            CODE_URI_KEY: code_uri_of(f"s3://{bucket}/{prefix}")}
 
 
 def creates(wf, ctx, doc: dict[str, Any]) -> list[tuple[str, str]]:

@@ -18,8 +18,10 @@ from typing import TYPE_CHECKING, Any
 from harness.errors import ConfigError
 from harness.placeholders import (
     BASE_URI_KEY,
+    CODE_URI_KEY,
     BUCKET_KEY,
     PREFIX_KEY,
+    code_uri_of,
     RUN_ID_KEY,
     references,
 )
@@ -39,7 +41,7 @@ def _fields_kept(step: Step) -> tuple[str, ...] | None:
 def check_references(wf: "Workflow", ctx: BuildContext, *, cloud: bool) -> None:
     """Every placeholder of every request names a value that exists when the step runs."""
     known: dict[str, tuple[str, ...] | None] = {
-        RUN_ID_KEY: None, BASE_URI_KEY: None,
+        RUN_ID_KEY: None, BASE_URI_KEY: None, CODE_URI_KEY: None,
         **{k: None for k in wf.execution_input.schema}}
     if cloud:
         known.update({BUCKET_KEY: None, PREFIX_KEY: None})
@@ -114,7 +116,8 @@ def execution_input(wf: "Workflow", *, run_id: str, bucket: str, prefix: str,
     """The input of one execution: the run's location, the workflow's execution input and
     the outputs of the client-side steps that ran before it (by result key)."""
     doc: dict[str, Any] = {RUN_ID_KEY: run_id, BUCKET_KEY: bucket, PREFIX_KEY: prefix,
-                           BASE_URI_KEY: f"s3://{bucket}/{prefix}"}
+                           BASE_URI_KEY: f"s3://{bucket}/{prefix}",
+                           CODE_URI_KEY: code_uri_of(f"s3://{bucket}/{prefix}")}
     doc.update(wf.execution_input.validate(inputs))
     for step in wf.before_steps():
         if before is None or step.state_id not in before:
@@ -132,6 +135,8 @@ def input_schema(wf: "Workflow") -> dict[str, Any]:
         PREFIX_KEY: {"type": "string", "description": "the run's key prefix, no slashes at "
                      "the ends"},
         BASE_URI_KEY: {"type": "string", "pattern": "^s3://"},
+        CODE_URI_KEY: {"type": "string", "pattern": "^s3://",
+                       "description": "where the run's code is (default <BaseUri>/code)"},
     }
     props.update(wf.execution_input.json_schema()["properties"])
     for step in wf.before_steps():

@@ -21,7 +21,7 @@ from typing import Any, Callable
 from harness.backends import Backend, load
 from harness.config import PipelineConfig
 from harness.errors import ConfigError, GateFailed, HarnessError, Interrupted, StepFailed
-from harness.placeholders import BASE_URI_KEY, RUN_ID_KEY, resolve
+from harness.placeholders import BASE_URI_KEY, CODE_URI_KEY, RUN_ID_KEY, code_uri_of, resolve
 from harness.progress import NullProgress, Progress
 from harness.runs import RunRecord, RunStore, StepRecord, new_run_id, now_iso
 from harness.stages import StageContext, StageRunner
@@ -395,8 +395,9 @@ class LocalExecutor:
         self.record = record
         write_json_atomic(run_dir / "config.json", cfg.model_dump(mode="json"))
         (run_dir / "graph.mmd").write_text(wf.render_graph().mermaid)
-        doc: dict[str, Any] = {RUN_ID_KEY: run_id,
-                               BASE_URI_KEY: setup.base_uri(run_id, run_dir), **inputs}
+        base = setup.base_uri(run_id, run_dir)
+        doc: dict[str, Any] = {RUN_ID_KEY: run_id, BASE_URI_KEY: base,
+                               CODE_URI_KEY: code_uri_of(base), **inputs}
         outputs: dict[str, dict[str, Any]] = {}
         current: str | None = None
         resources = contextlib.ExitStack()

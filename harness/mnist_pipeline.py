@@ -113,7 +113,9 @@ def build(cfg: PipelineConfig) -> Workflow:
         glue_version=e.glue_version, worker_type=e.worker_type,
         number_of_workers=e.number_of_workers,
         default_arguments={"--conf": f"spark.sql.shuffle.partitions={e.shuffle_partitions}"},
-        arguments={"--raw_uri": raw, "--output_uri": processed,
+        # the data prepare uploaded (a run started by the drift monitor reuses the
+        # monitored run's: harness.steps.start_execution)
+        arguments={"--raw_uri": prepare.output()["RawUri"], "--output_uri": processed,
                    **{f"--{k}": value for k, value in shape.items()}},
         comment="the glue_etl script normalises the raw data")
 

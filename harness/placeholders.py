@@ -35,10 +35,13 @@ _PATH_PART = re.compile(r"\.([A-Za-z_][A-Za-z0-9_]*)|\[(\d+)\]")
 # Keys of the state document every backend fills in.
 RUN_ID_KEY = "RunId"
 BASE_URI_KEY = "BaseUri"
+# Where the run's code is staged: <BaseUri>/code when the run uploaded it; a run started by
+# another pipeline (harness.steps.start_execution) reuses the code of the run it retrains.
+CODE_URI_KEY = "CodeUri"
 # Only in the cloud: where the run lives in S3 (BaseUri = s3://<Bucket>/<Prefix>).
 BUCKET_KEY = "Bucket"
 PREFIX_KEY = "Prefix"
-BUILT_IN_KEYS = (RUN_ID_KEY, BASE_URI_KEY, BUCKET_KEY, PREFIX_KEY)
+BUILT_IN_KEYS = (RUN_ID_KEY, BASE_URI_KEY, CODE_URI_KEY, BUCKET_KEY, PREFIX_KEY)
 
 
 class Placeholder:
@@ -82,6 +85,12 @@ class Placeholder:
 
 RUN_ID = Placeholder(f"$.{RUN_ID_KEY}")
 BASE_URI = Placeholder(f"$.{BASE_URI_KEY}")
+CODE_URI = Placeholder(f"$.{CODE_URI_KEY}")
+
+
+def code_uri_of(base_uri: str) -> str:
+    """Where a run stages its code (``CodeUri``), under its own location."""
+    return f"{base_uri.rstrip('/')}/code"
 
 
 def run_path(*parts: str) -> str:

@@ -24,7 +24,8 @@ def run_document(base_uri: str, run_id: str = "r1", prepared: dict | None = None
     of MNIST, the raw data under ``<base>/data/raw``) and other steps' outputs by result
     key (``Train={...}``)."""
     prepare = {**PREPARED, "RawUri": f"{base_uri.rstrip('/')}/data/raw", **(prepared or {})}
-    return {"RunId": run_id, "BaseUri": base_uri, "Prepare": prepare, **outputs}
+    return {"RunId": run_id, "BaseUri": base_uri, "CodeUri": f"{base_uri}/code",
+            "Prepare": prepare, **outputs}
 
 
 def request(wf, state_id: str, doc: dict[str, Any], backend: str = "local", images=None,

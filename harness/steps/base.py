@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Iterable, Protocol
 
 from harness.errors import ConfigError, HarnessError
-from harness.placeholders import Placeholder, asl_parameters, run_path
+from harness.placeholders import CODE_URI, Placeholder, asl_parameters, run_path
 
 BEFORE = "before"     # on the client, before the state machine runs
 MACHINE = "machine"   # a state of the state machine
@@ -84,7 +84,7 @@ class CodeAsset:
 
     @property
     def uri(self) -> str:
-        return run_path("code", self.target)
+        return f"{CODE_URI}/{self.target}"
 
 
 @dataclass(frozen=True)
@@ -195,6 +195,10 @@ class Step:
 
     def code(self) -> list[CodeAsset]:
         return []
+
+    def emulator_bridges(self) -> list[str]:
+        """The compute bridges the embedded emulator needs for this step."""
+        return [self.emulator_bridge] if self.emulator_bridge else []
 
     def setup_requests(self, code_uris: dict[str, str], ctx: BuildContext
                        ) -> list[SetupRequest]:

@@ -17,7 +17,7 @@ BASE = f"s3://{BUCKET}/mlharness/runs/{RUN}"
 def test_prepare_uploads_the_raw_splits_with_the_local_keys(aws, cfg):
     aws.client("s3").create_bucket(Bucket=BUCKET)
     cfg.data.source = "fixture"
-    request = resolved_request(workflow(cfg), "prepare", {"RunId": RUN, "BaseUri": BASE})
+    request = resolved_request(workflow(cfg), "prepare", {"RunId": RUN, "BaseUri": BASE, "CodeUri": f"{BASE}/code"})
     assert request["OutputUri"] == f"{BASE}/data/raw" and request["Source"] == "fixture"
     out = CloudPrepareRunner(aws).run(request, stage_context(cfg, "prepare", RUN))
     assert out["RawUri"] == f"{BASE}/data/raw"

@@ -90,7 +90,8 @@ def test_every_request_is_the_local_request_but_for_location_image_and_role(cfg,
                                 prefix=setup.run_prefix(RUN),
                                 before={"prepare": outputs(setup.base_uri(RUN))["Prepare"]})
     cloud_doc.update(outputs(setup.base_uri(RUN)))
-    local_doc = {"RunId": RUN, "BaseUri": local_base, **outputs(local_base)}
+    local_doc = {"RunId": RUN, "BaseUri": local_base, "CodeUri": f"{local_base}/code",
+                 **outputs(local_base)}
     for step in wf.steps:
         cloud = resolve(step.request(cloud_ctx), cloud_doc)
         local = resolve(step.request(local_ctx), local_doc)

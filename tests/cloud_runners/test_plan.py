@@ -87,7 +87,8 @@ def test_plan_requests_are_the_steps_requests(cfg, wf, the_plan):
     ctx = wf.build_context("cloud", CloudImages(cfg), role=ROLE_PLACEHOLDERS["sagemaker"],
                            roles={"glue": ROLE_PLACEHOLDERS["glue"]},
                            tags=resource_tags(cfg, EXAMPLE_RUN_ID))
-    doc = {"RunId": EXAMPLE_RUN_ID, "Bucket": BUCKET, "Prefix": PREFIX, "BaseUri": BASE}
+    doc = {"RunId": EXAMPLE_RUN_ID, "Bucket": BUCKET, "Prefix": PREFIX, "BaseUri": BASE,
+           "CodeUri": f"{BASE}/code"}
     assert set(the_plan["requests"]) == {s.state_id for s in wf.steps}
     for step in wf.steps:
         assert the_plan["requests"][step.state_id] == readable(

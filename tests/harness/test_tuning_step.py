@@ -27,7 +27,7 @@ def tuning(**kw):
 def test_the_request_is_a_create_hyper_parameter_tuning_job_body():
     step = tuning()
     ctx = pipeline()[1].build_context("local", LocalImages())
-    body = resolve(step.request(ctx), {"RunId": "r1", "BaseUri": "file:///runs/r1",
+    body = resolve(step.request(ctx), {"RunId": "r1", "BaseUri": "file:///runs/r1", "CodeUri": "file:///runs/r1/code",
                                        "Prepare": {"ImageHeight": 28, "ImageWidth": 28,
                                                    "NumClasses": 10}}, "tune")
     assert body["HyperParameterTuningJobName"] == "mnist-tune-r1"

@@ -86,7 +86,7 @@ class Tuning:
         base = uris.file_uri(tmp)
         pack_source_dir(src, tmp / "code" / "train" / "sourcedir.tar.gz")
         self.request = resolve(self.step.request(BuildContext("local", LocalImages())),
-                               {"RunId": run_id, "BaseUri": base}, "tune")
+                               {"RunId": run_id, "BaseUri": base, "CodeUri": f"{base}/code"}, "tune")
         self.name = self.request["HyperParameterTuningJobName"]
         runs = runs or tmp / "runs"
         cfg, _ = pipeline(runs_dir=str(runs))

@@ -107,7 +107,7 @@ def staged_request(emu, tmp: Path, step: TuningStep, run_id: str = "r1") -> dict
     (tmp / "train.csv").write_text("1,2\n")
     aws.upload_file(s3, tmp / "train.csv", f"{BASE}/data/train/train.csv")
     ctx = BuildContext("emulator", Images(), role=ROLE)
-    return resolve(step.request(ctx), {"RunId": run_id, "BaseUri": BASE}, "tune")
+    return resolve(step.request(ctx), {"RunId": run_id, "BaseUri": BASE, "CodeUri": f"{BASE}/code"}, "tune")
 
 
 def definition(request: dict) -> dict:
