@@ -56,7 +56,8 @@ def client(session: boto3.session.Session, name: str, cfg: PipelineConfig,
 
 def state_machine_name(cfg: PipelineConfig, workflow_name: str) -> str:
     """A pipeline's state machine (created by bootstrap, updated by each run)."""
-    return f"{cfg.cloud.stack_name}-{workflow_name}"[:80]
+    from harness.steps.start_execution import state_machine_name as name_of
+    return name_of(cfg.cloud.stack_name, workflow_name)
 
 
 # ----------------------------------------------------------------------------- tags

@@ -177,8 +177,7 @@ class Workflow:
         """The compute bridges the embedded emulator needs for this workflow."""
         out: list[str] = []
         for s in self.machine_steps():
-            if s.emulator_bridge and s.emulator_bridge not in out:
-                out.append(s.emulator_bridge)
+            out.extend(b for b in s.emulator_bridges() if b not in out)
         return out
 
     def name_prefixes(self) -> dict[str, str]:
@@ -187,6 +186,13 @@ class Workflow:
         out: dict[str, tuple[str, str]] = {}
         for s in self.steps:
             for kind, prefix in s.name_prefixes().items():
+                if kind in out and kind != "glue-job":
+                    # a name prefix covers the longer ones that extend it ("<p>-*" in IAM)
+                    if prefix.startswith(out[kind][0] + "-"):
+                        continue
+                    if out[kind][0].startswith(prefix + "-"):
+                        out[kind] = (prefix, s.state_id)
+                        continue
                 if kind in out and out[kind][0] != prefix:
                     raise ConfigError(
                         f"steps '{out[kind][1]}' and '{s.state_id}' name their {kind}s "

@@ -6,6 +6,7 @@ from harness.steps.glue import GlueStartJobRunStep
 from harness.steps.hosting import EndpointConfigStep, EndpointStep, ModelStep, serving_environment
 from harness.steps.inference import InferenceStep
 from harness.steps.processing import ProcessingInput, ProcessingOutput, ProcessingStep
+from harness.steps.start_execution import StartExecutionStep
 from harness.steps.training import TrainingStep
 from harness.steps.upload import UploadStep
 from harness.steps.tuning import (CategoricalParameter, ContinuousParameter, IntegerParameter,
@@ -16,4 +17,4 @@ __all__ = ["AFTER", "BEFORE", "MACHINE", "BuildContext", "Chain", "CodeAsset", "
            "EndpointStep", "ModelStep", "serving_environment", "InferenceStep",
            "ProcessingInput", "ProcessingOutput", "ProcessingStep", "TrainingStep",
            "TuningStep", "CategoricalParameter", "ContinuousParameter", "IntegerParameter",
-           "UploadStep"]
+           "UploadStep", "StartExecutionStep"]

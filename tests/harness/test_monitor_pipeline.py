@@ -46,7 +46,8 @@ def test_clean_traffic_passes_the_gate(tmp_path, base):
     assert result.record.status == "SUCCEEDED"
     report = result.output("drift-gate")["Body"]
     assert report["violation_count"] == 0 and report["records"]["instances"] == 400
-    assert (result.run_dir / "monitoring" / "constraint_violations.json").is_file()
+    assert (result.run_dir / "monitoring" / result.record.run_id
+            / "constraint_violations.json").is_file()
 
 
 def test_drifted_traffic_fails_the_monitoring_run_with_the_count(tmp_path, base):
@@ -102,3 +103,76 @@ def test_on_the_emulator_the_check_runs_as_a_processing_job_on_the_uploaded_traf
     assert staged["endpointdata"].startswith("s3://") and staged["endpointdata"].endswith(
         f"/{record.run_id}/monitored/endpointdata")
     assert staged["baseline"].endswith("/monitored/baseline/model.tar.gz")
+
+
+def test_drift_starts_the_training_pipeline_when_retraining_is_on(tmp_path, base):
+    """With ``retrain``, the gate's unmet branch starts the pipeline (locally: a `harness
+    run` child process with the configuration, waited for); the monitoring run succeeds
+    and names the new run. A failed started run is reported, not raised: starting it was
+    the step's job, as with Step Functions' startExecution. (A one-step pipeline: what is
+    checked is how the run is started; tests/e2e/test_drift_cloud_demo.py retrains the
+    real pipeline.)"""
+    tiny = "tests/harness/tiny_pipeline.py:build"  # a path from the project root
+
+    drifted = 1.0 - base["x"][:300]
+    write_capture(tmp_path / "capture", capture_lines(drifted, base["model"].predict(drifted)))
+    results = {}
+    for source in ("fixture", str(tmp_path / "no-such-data")):
+        cfg = load_config(overrides={"runs_dir": str(tmp_path / "runs"), "pipeline": tiny,
+                                     "data.source": source})
+        wf = monitoring_workflow(cfg, capture_uri=uris.file_uri(tmp_path / "capture"),
+                                 model_data=uris.file_uri(base["archive"]),
+                                 endpoint_name="digits", retrain=cfg)
+        result = wf.run("local", config=cfg)
+        assert [s.status for s in result.record.steps] == ["SUCCEEDED"] * 4
+        assert result.output("drift-gate")["Body"]["violation_count"] > 0
+        results[source] = result.output("retrain")
+    ok, failed = results.values()
+    assert (ok["Status"], ok["ExitCode"]) == ("SUCCEEDED", 0)
+    child = json.loads((tmp_path / "runs" / ok["RunId"] / "record.json").read_text())
+    assert (child["workflow"], child["status"]) == ("tiny", "SUCCEEDED")
+    assert ok["ExecutionArn"] == f"local:run:{ok['RunId']}"
+    assert failed["Status"] == "FAILED" and failed["ExitCode"] != 0
+    child = json.loads((tmp_path / "runs" / failed["RunId"] / "record.json").read_text())
+    assert child["status"] == "FAILED" and child["failed_step"] == "prepare"
+
+
+def test_the_retrain_branch_compiles_to_a_start_execution_of_the_pipeline(tmp_path, base):
+    cfg = load_config(overrides={"runs_dir": str(tmp_path / "runs")})
+    wf = monitoring_workflow(cfg, capture_uri="s3://b/p/r1/capture",
+                             model_data="s3://b/p/r1/training/model.tar.gz", endpoint_name="e",
+                             retrain=cfg, retrain_from={
+                                 "RunId": "r1", "BaseUri": "s3://b/p/r1",
+                                 "CodeUri": "s3://b/p/r1/code", "Prepare": {"Uri": "s3://b/p/r1/raw"}})
+    asl = wf.definition(BuildContext("cloud", LocalImages(), role="arn:aws:iam::1:role/r"))
+    assert validate(asl) == []
+    assert asl["States"]["drift-gate-check"]["Default"] == "retrain"
+    start = asl["States"]["retrain-start"]
+    assert start["Resource"] == "arn:aws:states:::states:startExecution"
+    params = start["Parameters"]
+    assert params["StateMachineArn.$"].endswith(
+        "stateMachine:mlharness-mnist', States.ArrayGetItem(States.StringSplit("
+        "$$.StateMachine.Id, ':'), 1), States.ArrayGetItem(States.StringSplit("
+        "$$.StateMachine.Id, ':'), 3), States.ArrayGetItem(States.StringSplit("
+        "$$.StateMachine.Id, ':'), 4))")
+    assert params["Name.$"] == "$.RetrainRun.RunId"
+    # the new run's input: its own id and location, the monitored run's uploaded data and
+    # code
+    assert params["Input"]["Prepare"] == {"Uri": "s3://b/p/r1/raw"}
+    assert params["Input"]["CodeUri"] == "s3://b/p/r1/code"
+    assert "RunId" not in params["Input"] and params["Input"]["RunId.$"] == "$.RetrainRun.RunId"
+    assert params["Input"]["BaseUri.$"] == \
+        "States.Format('s3://{}/mlharness/runs/{}', $.Bucket, $.RetrainRun.RunId)"
+    # the roles are scoped to both pipelines' jobs: the check shares the evaluation prefix
+    assert wf.name_prefixes()["processing-job"] == cfg.evaluate.job_name
+    assert "cloud_runners.emulator.training_bridge:TrainingBridge" in wf.emulator_bridges()
+
+
+def test_retraining_needs_the_outputs_of_the_pipelines_client_side_steps(tmp_path):
+    from harness.errors import ConfigError
+    cfg = load_config(overrides={"runs_dir": str(tmp_path / "runs")})
+    wf = monitoring_workflow(cfg, capture_uri="s3://b/c", model_data="s3://b/m.tar.gz",
+                             endpoint_name="e", retrain=cfg)
+    with pytest.raises(ConfigError) as e:
+        wf.definition(BuildContext("cloud", LocalImages(), role="arn:aws:iam::1:role/r"))
+    assert "retrain.reuse" in str(e.value) and "prepare" in str(e.value)
