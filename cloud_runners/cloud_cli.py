@@ -1,4 +1,4 @@
-"""``harness cloud plan|preflight|bootstrap|run|teardown``: the cloud commands.
+"""``harness cloud plan|preflight|bootstrap|run|monitor|teardown``: the cloud commands.
 
 ``harness.cli`` reaches each through a lazy ``"module:function"`` table (the core never
 imports boto3); every command is ``fn(cfg, workflow, console, args) -> exit code`` and
@@ -110,3 +110,36 @@ def teardown(cfg: PipelineConfig, wf, console, args: Any = None) -> int:
             console.print(f"[green]teardown done:[/] {len(deleted)} item(s) deleted")
         return 0
     return cli_guard(console, "teardown", run)
+
+
+def monitor(cfg: PipelineConfig, wf, console, args: Any = None) -> int:
+    """`harness cloud monitor RUN`: the drift check of a cloud run's endpoint, now (one
+    execution of its monitoring state machine), or on a schedule (`--schedule EXPR`,
+    EventBridge Scheduler), or no longer (`--unschedule`)."""
+    from cloud_runners import aws
+    from cloud_runners.monitor_schedule import monitored, schedule, unschedule, workflow_for
+
+    def run() -> int:
+        target, run_cfg, execution = monitored(cfg, args.target)
+        if args.unschedule:
+            found = unschedule(cfg, aws.session_for(cfg), target.run_id)
+            console.print(f"schedule of run {target.run_id}'s monitor "
+                          + ("deleted" if found else "not found: nothing to delete"))
+            return 0
+        mon = workflow_for(cfg, target, run_cfg, execution, window_minutes=args.window or 0,
+                           retrain=args.retrain)
+        if args.schedule:
+            made = schedule(cfg, aws.session_for(cfg), mon, target.run_id, args.schedule,
+                            announce=lambda m: console.print(f"  {m}", soft_wrap=True))
+            console.print(f"[green]scheduled:[/] {args.schedule} checks endpoint "
+                          f"{target.endpoint_name}'s traffic"
+                          + (" and retrains on drift" if args.retrain else "")
+                          + f"; results under {made['home']}/monitoring/<execution id>/",
+                          soft_wrap=True)
+            return 0
+        from harness.cli import cmd_run_workflow
+        once = cfg.model_copy(deep=True)
+        once.backend = "cloud"
+        return cmd_run_workflow(once, mon, console,
+                                config_file=f"monitoring run {target.run_id}")
+    return cli_guard(console, "monitor", run)

@@ -1,7 +1,7 @@
 """The project's CloudFormation stack: its name and parameters, bootstrap, its outputs.
 
 ``bootstrap`` creates or updates the stack of ``infrastructure.yaml`` idempotently and
-returns its outputs (bucket, three role ARNs). The roles are scoped to what the
+returns its outputs (bucket, four role ARNs). The roles are scoped to what the
 pipeline's steps create: the template's name-prefix parameters come from the workflow
 (``Workflow.name_prefixes``), so a pipeline of one's own gets roles for its own jobs.
 Every resource a runner creates carries the tag ``mlharness:project=<stack name>``.
@@ -21,8 +21,9 @@ from harness.tags import PROJECT_TAG
 
 TEMPLATE = Path(__file__).with_name("infrastructure.yaml")
 TAG_KEY = PROJECT_TAG  # harness.tags.resource_tags puts it on every request
-OUTPUT_KEYS = ("BucketName", "StepFunctionsRoleArn", "GlueRoleArn", "SageMakerRoleArn")
-ROLE_OUTPUTS = ("StepFunctionsRoleArn", "GlueRoleArn", "SageMakerRoleArn")
+OUTPUT_KEYS = ("BucketName", "StepFunctionsRoleArn", "GlueRoleArn", "SageMakerRoleArn",
+               "SchedulerRoleArn")
+ROLE_OUTPUTS = ("StepFunctionsRoleArn", "GlueRoleArn", "SageMakerRoleArn", "SchedulerRoleArn")
 NO_UPDATES = "No updates are to be performed"
 # Real CloudFormation takes minutes; moto answers at once (the first check passes).
 WAITER_CONFIG = {"Delay": 10, "MaxAttempts": 180}
@@ -110,7 +111,7 @@ def stack_output_values(stack: dict[str, Any]) -> dict[str, str]:
 
 
 def stack_outputs(cfg: PipelineConfig, session) -> dict[str, str]:
-    """BucketName and the three role ARNs of the project's stack."""
+    """BucketName and the four role ARNs of the project's stack."""
     cf = aws.client(session, "cloudformation", cfg)
     name = stack_name(cfg)
     stack = describe_stack(cf, name)

@@ -3,7 +3,7 @@
 SageMaker endpoints, endpoint configs and models whose names carry the pipeline's
 prefixes *and* the project tag; running tuning, training and processing jobs of the project
 (stopped: finished jobs cost nothing and cannot be deleted); the Glue jobs and state
-machines tagged for the project; every object version in the project's bucket; then the
+machines tagged for the project; the monitoring schedules (the project's schedule group); every object version in the project's bucket; then the
 stack. Nothing without the project's tag is touched.
 """
 from __future__ import annotations
@@ -142,6 +142,32 @@ def _state_machines(cfg: PipelineConfig, session, deleted: list[str], problems: 
         deleted.append(f"state machine {name}")
 
 
+def _schedules(cfg: PipelineConfig, session, deleted: list[str], problems: list[str]
+               ) -> None:
+    """The monitoring schedules: the schedule group named after the stack, if it is the
+    project's (deleting a group deletes its schedules)."""
+    from botocore.exceptions import ClientError
+
+    scheduler = aws.client(session, "scheduler", cfg)
+    group = cfg.cloud.stack_name
+    try:
+        arn = scheduler.get_schedule_group(Name=group)["Arn"]
+    except ClientError as e:
+        if client_error_code(e)[0] == "ResourceNotFoundException":
+            return
+        raise
+    tags = {t["Key"]: t["Value"] for t in scheduler.list_tags_for_resource(
+        ResourceArn=arn).get("Tags", [])}
+    if tags.get(TAG_KEY) != cfg.cloud.stack_name:
+        problems.append(f"schedule group {group}: not tagged for the project, left alone")
+        return
+    names = [s["Name"] for s in _paginate(scheduler, "list_schedules", "Schedules",
+                                          GroupName=group)]
+    scheduler.delete_schedule_group(Name=group)
+    deleted.append(f"schedule group {group} ({len(names)} schedule(s): "
+                   f"{', '.join(names) or 'none'})")
+
+
 def teardown(cfg: PipelineConfig, session, wf, *,
              announce: Callable[[str], None] | None = None) -> list[str]:
     """Delete what the project created for ``wf``'s steps; return what was deleted, in
@@ -154,6 +180,7 @@ def teardown(cfg: PipelineConfig, session, wf, *,
     _sagemaker_resources(cfg, session, prefixes, deleted, problems)
     if "glue-job" in prefixes:
         _glue_job(cfg, session, prefixes["glue-job"], deleted, problems)
+    _schedules(cfg, session, deleted, problems)
     _state_machines(cfg, session, deleted, problems)
     for item in deleted:
         say(f"deleted {item}")

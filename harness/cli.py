@@ -398,6 +398,8 @@ def build_parser() -> argparse.ArgumentParser:
             ("preflight", "check credentials, region and the stack; what a run creates, costs"),
             ("bootstrap", "create or update the stack: bucket and least-privilege roles"),
             ("run", "upload data and code, run the Step Functions execution, stream events"),
+            ("monitor", "check a cloud run's endpoint traffic for drift: now, or on a "
+             "schedule (EventBridge Scheduler)"),
             ("teardown", "delete the endpoints and everything else the project created")):
         p = cloud_sub.add_parser(name, help=help_text)
         common(p)
@@ -406,6 +408,9 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "run":
             p.add_argument("--dry-run", action="store_true",
                            help="print the plan instead of running (no AWS call)")
+        if name == "monitor":
+            from harness.monitor_cli import add_cloud_arguments
+            add_cloud_arguments(p)
     cloud.set_defaults(func=cmd_cloud)
     return parser
 
@@ -429,7 +434,7 @@ def _monitor(args: argparse.Namespace, console: Console) -> int:
 # core stays boto3-free); each is ``fn(cfg, workflow, console, args) -> exit code``.
 CLOUD_COMMANDS: dict[str, str] = {
     name: f"cloud_runners.cloud_cli:{name}"
-    for name in ("plan", "preflight", "bootstrap", "run", "teardown")}
+    for name in ("plan", "preflight", "bootstrap", "run", "monitor", "teardown")}
 
 
 def cmd_cloud(args: argparse.Namespace, console: Console) -> int:

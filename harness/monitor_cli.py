@@ -42,6 +42,24 @@ def add_parser(sub: Any, common: Callable[[argparse.ArgumentParser], None],
     p.set_defaults(func=func)
 
 
+def add_cloud_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags of `harness cloud monitor` (cloud_runners.cloud_cli.monitor)."""
+    p.add_argument("target", metavar="RUN|ENDPOINT",
+                   help="a cloud run id or its endpoint's name")
+    when = p.add_mutually_exclusive_group()
+    when.add_argument("--schedule", metavar="EXPR",
+                      help="check on this EventBridge Scheduler schedule, e.g. 'rate(1 hour)' "
+                      "(default: check once now)")
+    when.add_argument("--unschedule", action="store_true",
+                      help="delete the run's monitoring schedule")
+    p.add_argument("--window", metavar="MINUTES", type=float,
+                   help="check the traffic of the last MINUTES minutes (default: all of it; "
+                   "with --schedule, the schedule's period is the usual choice)")
+    p.add_argument("--retrain", action="store_true",
+                   help="on drift, start the training pipeline's execution (a new run on the "
+                   "data the monitored run used; deployed only if it passes its gate)")
+
+
 def window(args: argparse.Namespace) -> tuple[str | None, str | None]:
     if args.last is not None:
         if args.since:

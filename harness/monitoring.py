@@ -81,9 +81,11 @@ def target_of_run(store: RunStore, run_id: str) -> MonitorTarget:
         raise HarnessError(f"run {run_id}: the model {model_name} has no ModelDataUrl in its "
                            "CreateModel request", expected="a run that created its model")
     capture = (config.get("DataCaptureConfig") or {}).get("DestinationS3Uri")
-    endpoint = next((o.get("EndpointName") for o in _outputs(run_dir)
-                     if o.get("EndpointConfigName") == config["EndpointConfigName"]
-                     and o.get("EndpointName")), None)
+    # the CreateEndpoint request names both (a cloud run's endpoint output keeps only
+    # EndpointName and EndpointStatus)
+    endpoint = next((d.get("EndpointName") for d in (*requests, *_outputs(run_dir))
+                     if d.get("EndpointConfigName") == config["EndpointConfigName"]
+                     and isinstance(d.get("EndpointName"), str)), None)
     return MonitorTarget(run_id, run_dir, endpoint, capture, model_data)
 
 
@@ -148,8 +150,8 @@ def check(target: MonitorTarget, settings: dict[str, Any], *, start: str | None 
         if not uri.startswith("file://"):
             raise HarnessError(f"run {target.run_id}'s endpoint {what} {uri}: `harness "
                                "monitor` checks what a local run captured",
-                               expected="a local run; on AWS the monitoring workflow "
-                               "(harness/monitor_pipeline.py) runs the same check as a "
+                               expected="a local run; for a cloud run, `harness cloud "
+                               f"monitor {target.run_id}` runs the same check as a "
                                "SageMaker Processing job")
     capture = uris.local_path(target.capture_uri)
     parent = target.run_dir / "monitoring"

@@ -1,5 +1,5 @@
 """The CloudFormation template (``infrastructure.yaml``): lint-clean, a private encrypted
-bucket, and three roles that allow what the compiled state machine and the steps' jobs
+bucket, and four roles that allow what the compiled state machine and the steps' jobs
 do, scoped to the pipeline's name prefixes and the project's key prefix, and nothing
 else. Read from the file; no AWS."""
 import fnmatch
@@ -78,12 +78,13 @@ def test_bucket_encrypted_private_versioned_tls_only(template):
 
 def test_roles_least_privilege(template):
     roles = _resources(template, "AWS::IAM::Role")
-    assert set(roles) == {"StepFunctionsRole", "GlueRole", "SageMakerRole"}
+    assert set(roles) == {"StepFunctionsRole", "GlueRole", "SageMakerRole", "SchedulerRole"}
     services = {k: r["Properties"]["AssumeRolePolicyDocument"]["Statement"][0]["Principal"]
                 ["Service"] for k, r in roles.items()}
     assert services == {"StepFunctionsRole": "states.amazonaws.com",
                         "GlueRole": "glue.amazonaws.com",
-                        "SageMakerRole": "sagemaker.amazonaws.com"}
+                        "SageMakerRole": "sagemaker.amazonaws.com",
+                        "SchedulerRole": "scheduler.amazonaws.com"}
     # Only inline policies; no managed policy at all, so no *FullAccess.
     assert "FullAccess" not in json.dumps(template["Resources"])
     assert not _resources(template, "AWS::IAM::ManagedPolicy")
@@ -318,3 +319,43 @@ def test_state_machine_role_allows_a_tuning_pipelines_calls_and_no_other_names(t
                   f"{arn}:training-job/{name}-001-0a1b2c3d", subs)
     assert allows(role, "events:PutRule", f"arn:aws:events:{REGION}:{ACCOUNT}:rule/"
                   "StepFunctionsGetEventsForSageMakerTuningJobsRule", subs)
+
+
+def test_the_monitoring_workflow_may_start_only_the_projects_pipelines(template, cfg, subs):
+    """The drift monitor's state machine (check, gate, retrain) needs no more than the
+    roles allow: its processing job shares the evaluation prefix, the retrain starts the
+    project's pipeline state machine and nothing else; the scheduler role starts only the
+    project's state machines; endpoints write their captures, the check reads them."""
+    from harness.monitor_pipeline import monitoring_workflow
+
+    base = f"s3://{BUCKET}/mlharness/runs/r1"
+    mon = monitoring_workflow(cfg, capture_uri=f"{base}/capture",
+                              model_data=f"{base}/training/model.tar.gz", endpoint_name="e",
+                              retrain=cfg, retrain_from={"BaseUri": base,
+                                                         "Prepare": {"Uri": f"{base}/raw"}},
+                              name="monitor-r1")
+    p = plan(cfg, mon)
+    sfn_role = template["Resources"]["StepFunctionsRole"]
+    actions = {a for st in _statements(sfn_role) for a in _listify(st["Action"])}
+    tasks = [s for s in p["state_machine"]["definition"]["States"].values()
+             if s["Type"] == "Task"]
+    needed = set().union(*(_needed(s["Resource"], s["Parameters"]) for s in tasks))
+    assert {"sagemaker:CreateProcessingJob", "s3:GetObject", "states:StartExecution"} <= needed
+    assert needed <= actions, needed - actions
+    sm = f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine"
+    arn = f"arn:aws:sagemaker:{REGION}:{ACCOUNT}"
+    job = p["requests"]["check"]["ProcessingJobName"]
+    assert allows(sfn_role, "sagemaker:CreateProcessingJob", f"{arn}:processing-job/{job}",
+                  subs)
+    scheduler = template["Resources"]["SchedulerRole"]
+    for role in (sfn_role, scheduler):
+        assert allows(role, "states:StartExecution", f"{sm}:mlharness-mnist", subs)
+        assert allows(role, "states:StartExecution", f"{sm}:mlharness-monitor-r1", subs)
+        assert not allows(role, "states:StartExecution", f"{sm}:someone-else", subs)
+    assert [a for st in _statements(scheduler) for a in _listify(st["Action"])] == [
+        "states:StartExecution"]
+    sm_role = template["Resources"]["SageMakerRole"]
+    capture = f"arn:aws:s3:::{BUCKET}/mlharness/runs/r1/capture/e/AllTraffic/2026/12/01/15/x.jsonl"
+    assert allows(sm_role, "s3:PutObject", capture, subs)
+    assert allows(sm_role, "s3:GetObject", capture, subs)
+    assert not allows(sm_role, "s3:PutObject", f"arn:aws:s3:::{BUCKET}/elsewhere/x", subs)

@@ -256,3 +256,22 @@ def test_a_tuning_pipelines_running_tuning_jobs_are_stopped(aws, cfg):
     assert statuses == {"mnist-tune-r1": "Stopped", "mnist-tune-r0": "Completed",
                         "mnist-tune-hand": "InProgress", "mnist-tune-teamb": "InProgress",
                         "other-tune-r1": "InProgress"}
+
+
+def test_the_projects_monitoring_schedules_go_with_their_group(aws, cfg, wf):
+    out = stack.bootstrap(cfg, aws, wf)
+    scheduler = aws.client("scheduler")
+    scheduler.create_schedule_group(Name="mlharness", Tags=_tags())
+    scheduler.create_schedule_group(Name="team-b", Tags=_tags("team-b"))
+    target = {"Arn": f"arn:aws:states:{REGION}:{ACCOUNT}:stateMachine:mlharness-monitor-r1",
+              "RoleArn": out["SchedulerRoleArn"]}
+    for group in ("mlharness", "team-b"):
+        scheduler.create_schedule(Name=f"{group}-monitor-r1", GroupName=group,
+                                  ScheduleExpression="rate(1 hour)", Target=target,
+                                  FlexibleTimeWindow={"Mode": "OFF"})
+    deleted = teardown(cfg, aws, wf)
+    assert "schedule group mlharness (1 schedule(s): mlharness-monitor-r1)" in deleted
+    groups = [g["Name"] for g in scheduler.list_schedule_groups()["ScheduleGroups"]]
+    assert "mlharness" not in groups and "team-b" in groups
+    assert [s["Name"] for s in scheduler.list_schedules(GroupName="team-b")["Schedules"]] == [
+        "team-b-monitor-r1"]

@@ -38,10 +38,23 @@ def test_the_endpoint_is_found_by_run_id_or_by_its_name_whatever_the_steps_are_c
                                                            "file:///x/model.tar.gz")
 
 
+def test_a_cloud_runs_endpoint_is_found_from_its_create_endpoint_request(tmp_path):
+    """In the cloud the endpoint step's output keeps only EndpointName and EndpointStatus
+    (its ResultSelector); the CreateEndpoint request names the config."""
+    store = fake_run(tmp_path, "s3://b/runs/r/capture", "s3://b/m/model.tar.gz")
+    step = tmp_path / RUN / "steps" / "the-endpoint"
+    (step / "input.json").write_text(json.dumps({"EndpointName": "e2",
+                                                 "EndpointConfigName": "c1"}))
+    (step / "output.json").write_text(json.dumps({"EndpointName": "e2",
+                                                  "EndpointStatus": "InService"}))
+    for ref in (RUN, "e2"):
+        assert find_target(store, ref).endpoint_name == "e2"
+
+
 def test_a_cloud_runs_captures_are_not_checked_locally_and_it_says_where_they_are(tmp_path):
     store = fake_run(tmp_path, "s3://bucket/runs/r/capture", "s3://bucket/m/model.tar.gz")
     with pytest.raises(HarnessError) as e:
         check(find_target(store, RUN), {})
     assert "s3://bucket/runs/r/capture" in str(e.value)
-    assert "monitoring workflow" in str(e.value)
+    assert f"harness cloud monitor {RUN}" in str(e.value)
     assert not (tmp_path / RUN / "monitoring").exists()
