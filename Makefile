@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: install local-run run test test-fast e2e bench bench-serve bench-storm drift-demo runs help cloud-plan cloud-bootstrap cloud-run cloud-teardown
+.PHONY: install local-run run test test-fast e2e bench bench-serve bench-storm drift-demo drift-cloud-demo runs help cloud-plan cloud-bootstrap cloud-run cloud-teardown
 
 help:
 	@echo "make local-run   run the whole pipeline offline (installs into .venv first)"
@@ -17,6 +17,7 @@ help:
 	@echo "make bench-serve serving latency/throughput -> bench/serve_results.json"
 	@echo "make bench-storm model server memory under ~20,000 connections -> bench/serve_storm_results.json"
 	@echo "make drift-demo  serve a model, send clean then shifted digits, show the drift, retrain"
+	@echo "make drift-cloud-demo  the same on the emulator: capture to S3, scheduled monitor, retrain execution"
 	@echo "make runs        list earlier runs"
 	@echo "make cloud-plan | cloud-bootstrap | cloud-run | cloud-teardown   the same on AWS"
 
@@ -60,6 +61,9 @@ bench-storm: $(STAMP)
 
 drift-demo: $(STAMP)
 	$(BIN)/python examples/drift_demo.py $(ARGS)
+
+drift-cloud-demo: $(STAMP)
+	$(BIN)/python examples/drift_cloud_demo.py $(ARGS)
 
 runs: $(STAMP)
 	$(BIN)/harness runs
