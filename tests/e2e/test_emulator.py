@@ -116,3 +116,7 @@ def test_an_impossible_gate_on_macro_recall_stops_the_execution_at_the_gate(tmp_
     assert record.failed_step == "gate" and record.step("gate").status == "FAILED"
     assert [record.step(n).status for n in ("model", "endpoint-config", "endpoint", "infer")] \
         == ["PENDING"] * 4
+    # the state machine took the gate's Fail branch: nothing was hosted
+    execution = json.loads((tmp_path / "runs" / record.run_id / "execution.json").read_text())
+    entered = [e["step"] for e in execution["events"] if e["type"].endswith("StateEntered")]
+    assert entered == ["etl", "train", "evaluate", "gate", "gate-check", "gate-failed"]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from emulator_support import failures, run_to_end
-from pipeline_support import PREPARED, pipeline, request, run_document
+from pipeline_support import pipeline, request, run_document
 from support import sample_digits, write_split
 
 from cloud_runners import aws
@@ -158,80 +158,3 @@ def test_a_failing_training_fails_the_job_and_the_execution(tmp_path):
         assert not aws.list_keys(emu.client("s3"), f"{BASE}/training")
         job = emu.client("sagemaker").describe_training_job(TrainingJobName=name)
         assert job["TrainingJobStatus"] == "Failed" and job["FailureReason"] == reason
-
-
-def _raw_digits(directory: Path) -> Path:
-    """~300 real digits as the prepare step writes them (label int32, pixels 0..255)."""
-    import numpy as np
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    x, y = sample_digits(sum(SIZES.values()), seed=1)
-    pixels = np.rint(x * 255).astype(np.int32)
-    start = 0
-    for split, n in SIZES.items():
-        (directory / split).mkdir(parents=True)
-        pq.write_table(pa.table({"label": pa.array(y[start:start + n], pa.int32()),
-                                 "pixels": pa.array(list(pixels[start:start + n]),
-                                                    pa.list_(pa.int32()))}),
-                       directory / split / "part-00000.parquet")
-        start += n
-    return directory
-
-
-@pytest.mark.slow
-def test_compiled_pipeline_stops_at_the_gate_with_an_impossible_threshold(tmp_path):
-    """The gate case on the emulator: the default workflow's state machine
-    (``wf.definition``), etl (Spark) -> train (TensorFlow) -> evaluate (processing job) ->
-    gate; a loss threshold of 0 takes the Fail branch and nothing is hosted."""
-    from cloud_runners.emulator.bridge import GlueBridge
-    from cloud_runners.emulator.processing_bridge import ProcessingBridge
-    from harness.asl import execution_input
-    from harness.local_setup import LocalSetup
-
-    cfg, wf = one_epoch(**{"evaluate.metric": "loss", "evaluate.direction": "<=",
-                           "evaluate.threshold": 0.0})
-    run_id, prefix = "g1", "mlharness/runs/g1"
-    base = f"s3://{BUCKET}/{prefix}"
-    ctx = wf.build_context("emulator", Images(), role=ROLE, roles={"glue": ROLE},
-                           poll_seconds=1)
-    bridges = [GlueBridge(cfg, workdir=tmp_path), TrainingBridge(cfg, workdir=tmp_path),
-               ProcessingBridge(cfg, workdir=tmp_path)]
-    with EmbeddedEmulator(bridge=bridges) as emu:
-        s3 = emu.client("s3")
-        s3.create_bucket(Bucket=BUCKET)
-        # The code, as the cloud setup stages it: every step's, under <base>/code/.
-        staged = LocalSetup(cfg).stage_code(wf.code(), (tmp_path / "stage").as_uri())
-        aws.upload_dir(s3, tmp_path / "stage" / "code", f"{base}/code")
-        code_uris = {target: f"{base}/code/{target}" for target in staged}
-        for setup in (r for s in wf.steps for r in s.setup_requests(code_uris, ctx)):
-            assert (setup.service, setup.action) == ("glue", "CreateJob")
-            emu.client("glue").create_job(**setup.body)
-        aws.upload_dir(s3, _raw_digits(tmp_path / "raw"), f"{base}/data/raw")
-        inp = execution_input(wf, run_id=run_id, bucket=BUCKET, prefix=prefix, before={
-            "prepare": {**PREPARED, "RawUri": f"{base}/data/raw"}})
-        described, history = run_to_end(emu, wf.definition(ctx), inp, timeout_s=400)
-
-        assert described["status"] == "FAILED", failures(history)
-        assert described["error"] == "GateNotPassed"
-        entered = [e["stateEnteredEventDetails"]["name"] for e in history
-                   if e["type"].endswith("StateEntered")]
-        assert entered == ["etl", "train", "evaluate", "gate", "gate-check", "gate-failed"]
-        # The cloud layout: processed Parquet from Glue, model.tar.gz from training,
-        # evaluation.json from the processing job; the gate's message has its loss.
-        name = f"mnist-train-{run_id}"
-        keys = aws.list_keys(s3, base)
-        assert f"{prefix}/training/{name}/output/model.tar.gz" in keys
-        assert any(k.startswith(f"{prefix}/data/processed/test/") and k.endswith(".parquet")
-                   for k in keys), keys
-        report = json.loads(s3.get_object(Bucket=BUCKET, Key=f"{prefix}/evaluation/"
-                                          "evaluation.json")["Body"].read())
-        cause = described["cause"]
-        assert cause.startswith("metrics.loss = ") and \
-            cause.endswith(" does not meet the gate (required <= 0.0)"), cause
-        loss = float(cause.removeprefix("metrics.loss = ").split(" ", 1)[0])
-        assert loss == pytest.approx(report["metrics"]["loss"]) and loss > 0
-        sm = emu.client("sagemaker")
-        assert sm.list_models()["Models"] == []
-        assert sm.list_endpoint_configs()["EndpointConfigs"] == []
-        assert sm.list_endpoints()["Endpoints"] == []
