@@ -44,6 +44,7 @@ from harness.config import PipelineConfig
 from harness.errors import ConfigError, HarnessError, StepFailed
 from harness.executor import RunRecorder, RunResult, raise_with_record, summarize
 from harness.placeholders import BASE_URI_KEY
+from harness.report import write_report_safely
 from harness.runs import RunRecord, RunStore, StepRecord, new_run_id
 from harness.stages import GLUE_JOBS
 from harness.storage import write_json_atomic
@@ -193,10 +194,12 @@ class CloudBackend(Backend):
                              error=execution.get("error") or (
                                  exc.message if isinstance(exc, HarnessError) else str(exc)))
             write_json_atomic(run_dir / "execution.json", execution)
+            write_report_safely(run_dir, wf)
             raise_with_record(exc, record)
         recorder.finish(record)
         summary = summarize(wf, record, outputs, run_dir, time.perf_counter() - t_run)
         write_json_atomic(run_dir / "summary.json", summary)
+        write_report_safely(run_dir, wf)
         return RunResult(record, summary, run_dir, resources, outputs)
 
 

@@ -6,6 +6,7 @@
     harness graph [--mermaid | --svg FILE]
     harness runs
     harness show RUN_ID [--step STEP]
+    harness report RUN_ID [--open]
     harness serve RUN|MODEL_DIR|model.tar.gz [--port 8080] [--server embedded|tf-serving-container]
     harness predict FILES... [--url http://127.0.0.1:8080 | --sagemaker-endpoint NAME]
     harness cloud plan|preflight|bootstrap|run|teardown
@@ -317,6 +318,11 @@ def cmd_show(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace, console: Console) -> int:
+    from harness.report import report_command
+    return report_command(_store(args), args, console)
+
+
 # --------------------------------------------------------------------------- main
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="harness", description=__doc__.split("\n")[0])
@@ -359,6 +365,11 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("run_id")
     show.add_argument("--step")
     show.set_defaults(func=cmd_show)
+    report = sub.add_parser("report", help="rebuild a run's report.html and print its path")
+    common(report)
+    report.add_argument("run_id")
+    report.add_argument("--open", action="store_true", help="open it in the web browser")
+    report.set_defaults(func=cmd_report)
     serve = sub.add_parser("serve", help="serve a trained model (TF Serving REST + SageMaker "
                            "/invocations) until Ctrl-C")
     common(serve)

@@ -23,6 +23,7 @@ from harness.config import PipelineConfig
 from harness.errors import ConfigError, GateFailed, HarnessError, Interrupted, StepFailed
 from harness.placeholders import BASE_URI_KEY, CODE_URI_KEY, RUN_ID_KEY, code_uri_of, resolve
 from harness.progress import NullProgress, Progress
+from harness.report import write_report_safely
 from harness.runs import RunRecord, RunStore, StepRecord, new_run_id, now_iso
 from harness.stages import StageContext, StageRunner
 from harness.steps.base import Step
@@ -428,10 +429,12 @@ class LocalExecutor:
             resources.close()
             self.recorder.fail(wf, record, exc, current,
                                lambda at: self._resume_command(run_id, at))
+            write_report_safely(run_dir, wf)
             raise_with_record(exc, record)
         self.recorder.finish(record)
         summary = summarize(wf, record, outputs, run_dir, time.perf_counter() - t_run)
         write_json_atomic(run_dir / "summary.json", summary)
+        write_report_safely(run_dir, wf)
         return RunResult(record, summary, run_dir, resources, outputs)
 
 

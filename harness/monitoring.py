@@ -28,6 +28,7 @@ from typing import Any, Callable
 from harness import uris
 from harness.archives import extract_archive, newest_model_version
 from harness.errors import DataError, HarnessError
+from harness.report import write_report_safely
 from harness.runs import RunStore
 from model.drift_baseline import BASELINE_DIR, CONSTRAINTS, STATISTICS
 
@@ -181,4 +182,5 @@ def check(target: MonitorTarget, settings: dict[str, Any], *, start: str | None 
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
+    write_report_safely(target.run_dir)  # the run's report.html gains this drift check
     return report, final
