@@ -63,6 +63,15 @@ class RunRecord:
     workflow: str | None = None
     steps: list[StepRecord] = field(default_factory=list)
 
+    @property
+    def duration_s(self) -> float | None:
+        """Wall time from start to end (None while running or when unreadable)."""
+        try:
+            return (dt.datetime.fromisoformat(self.ended or "")
+                    - dt.datetime.fromisoformat(self.started)).total_seconds()
+        except (TypeError, ValueError):
+            return None
+
     def step(self, name: str) -> StepRecord:
         for s in self.steps:
             if s.name == name:

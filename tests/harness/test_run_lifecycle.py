@@ -3,6 +3,7 @@ INTERRUPTED run (never RUNNING forever), no half-written folder, and a resume co
 continues the run with its own configuration and runs folder."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -90,6 +91,14 @@ def test_a_killed_run_reads_interrupted_is_cleaned_on_the_next_start_and_resumes
     new = store.load(new_id)
     assert new.status == "SUCCEEDED" and new.resumed_from == run_id
     assert [s.status for s in new.steps][:2] == ["REUSED", "REUSED"]
+    # `harness runs`: the killed run reads INTERRUPTED, the resumed one says what it reused
+    listed = harness("runs", "--runs-dir", str(runs), env={"COLUMNS": "250"})
+    out, _ = listed.communicate(timeout=60)
+    (old_line,) = [line for line in out.splitlines() if run_id in line and new_id not in line]
+    assert "INTERRUPTED" in old_line
+    (new_line,) = [line for line in out.splitlines() if new_id in line]
+    assert "SUCCEEDED" in new_line and f"2 from {run_id}" in new_line
+    assert re.search(r"\b\d+ s\b", new_line), new_line  # its duration
 
 
 def test_resume_keeps_the_runs_own_settings_and_flags_override_only_what_they_name(

@@ -210,7 +210,7 @@ def test_a_second_emulator_run_in_the_same_process_is_refused_and_the_first_keep
     assert [p.name for p in runs.iterdir()] == ["run-a"]
     assert {p.name for p in (runs / "run-a").iterdir()} == {
         ".lock", "record.json", "config.json", "graph.mmd", "execution.json", "summary.json",
-        "steps"}
+        "report.html", "steps"}
     execution = json.loads((runs / "run-a" / "execution.json").read_text())
     assert execution["execution"].endswith(":execution:mlharness-waits:run-a")
     started_event = execution["events"][0]
