@@ -60,6 +60,10 @@ def overrides_of(args: argparse.Namespace) -> dict[str, Any]:
         out["data.source"] = args.data
     if getattr(args, "keep_serving", False):
         out["deploy.keep_serving"] = True
+    if getattr(args, "no_cache", False):
+        out["cache.enabled"] = False
+    if getattr(args, "no_cache_step", None):
+        out["cache.skip_steps"] = list(args.no_cache_step)
     if getattr(args, "runs_dir", None):
         out["runs_dir"] = args.runs_dir
     if getattr(args, "pipeline", None):
@@ -234,23 +238,29 @@ def cmd_runs(args: argparse.Namespace, console: Console) -> int:
     table.add_column("status", no_wrap=True)
     table.add_column("backend")
     table.add_column("started (UTC)", no_wrap=True)
+    table.add_column("duration", justify="right")
     table.add_column("pipeline")
     table.add_column("headline metric")
+    table.add_column("reused steps")
     for run_id in ids:
         try:
             rec = store.load(run_id)
             summary = store.summary(run_id) or {}
         except HarnessError as exc:
-            table.add_row(run_id, "[bold red]UNREADABLE[/bold red]", "", "", "",
-                          exc.problem)
+            table.add_row(run_id, "[bold red]UNREADABLE[/bold red]", "", "", "", "",
+                          exc.problem, "")
             continue
         metrics = summary.get("metrics") or {}
         name, value = next(iter(metrics.items()), ("", None))
         style = STATUS_STYLE.get(rec.status, "")
         status = rec.status + (f" at {rec.failed_step}" if rec.failed_step else "")
+        reused = [s for s in rec.steps if s.status == "REUSED"]
         table.add_row(run_id, f"[{style}]{status}[/{style}]", rec.backend,
-                      str(rec.started or "")[:19].replace("T", " "), rec.workflow or "",
-                      f"{name} {value:.4f}" if isinstance(value, (int, float)) else "")
+                      str(rec.started or "")[:19].replace("T", " "),
+                      "" if rec.duration_s is None else f"{rec.duration_s:.0f} s",
+                      rec.workflow or "",
+                      f"{name} {value:.4f}" if isinstance(value, (int, float)) else "",
+                      f"{len(reused)} from {reused[0].reused_from}" if reused else "")
     console.print(table)
     return 0
 
@@ -347,6 +357,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="step to resume from (default: the step that failed)")
     run.add_argument("--keep-serving", action="store_true",
                      help="keep the endpoint up after the run until Ctrl-C")
+    run.add_argument("--no-cache", action="store_true", help="run every step (no reuse)")
+    run.add_argument("--no-cache-step", action="append", metavar="STEP",
+                     help="run this step even when cached (repeatable)")
     run.set_defaults(func=cmd_run)
 
     graph = sub.add_parser("graph", help="the pipeline's graph: steps in order, Mermaid text")

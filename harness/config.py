@@ -177,6 +177,15 @@ class MonitorConfig(_Section):
     datatype_check_threshold: float = Field(0.0, ge=0, le=1)  # non-finite values tolerated
 
 
+class CacheConfig(_Section):
+    """The local step cache (harness.step_cache): a step whose request, inputs and code
+    match a finished step of an earlier run is reused from it (`--no-cache`,
+    `--no-cache-step STEP`)."""
+
+    enabled: bool = True
+    skip_steps: list[str] = []
+
+
 class CloudConfig(_Section):
     """Where the cloud backend runs; credentials come from the AWS environment, never here."""
 
@@ -203,6 +212,7 @@ class PipelineConfig(_Section):
     deploy: DeployConfig = DeployConfig()
     infer: InferConfig = InferConfig()
     monitor: MonitorConfig = MonitorConfig()
+    cache: CacheConfig = CacheConfig()
     cloud: CloudConfig = CloudConfig()
 
     def runs_path(self) -> Path:

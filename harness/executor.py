@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from harness import uris
 from harness.backends import Backend, load
 from harness.config import PipelineConfig
 from harness.errors import ConfigError, GateFailed, HarnessError, Interrupted, StepFailed
@@ -26,6 +27,7 @@ from harness.progress import NullProgress, Progress
 from harness.report import write_report_safely
 from harness.runs import RunRecord, RunStore, StepRecord, new_run_id, now_iso
 from harness.stages import StageContext, StageRunner
+from harness.step_cache import StepCache, link_reused_files, rebased, step_key
 from harness.steps.base import Step
 from harness.storage import write_json_atomic
 from harness.tags import resource_tags
@@ -89,56 +91,6 @@ def runner(target: str | None, step: Step, backend: str) -> StageRunner:
         raise ConfigError(f"step '{step.state_id}' ({step.kind}) has no runner for the "
                           f"{backend} backend", field=step.state_id)
     return load(target)()
-
-
-def _strings(value: Any):
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, dict):
-        for v in value.values():
-            yield from _strings(v)
-    elif isinstance(value, list):
-        for v in value:
-            yield from _strings(v)
-
-
-def link_reused_files(old_base: str, new_base: str,
-                      reused: dict[str, tuple[Any, dict[str, Any]]]) -> list[str]:
-    """Give a resumed run the files its reused steps read and wrote: every location under
-    the earlier run that their inputs and outputs name appears at the same place under the
-    new run (files hard-linked, or copied across file systems; folders made anew), so
-    later steps find them by the run's own paths. The earlier run is only read. Returns
-    the relative paths linked."""
-    import os
-    import shutil
-
-    from harness import uris
-
-    old_dir, new_dir = uris.local_path(old_base), uris.local_path(new_base)
-    prefix = old_base.rstrip("/") + "/"
-    linked: list[str] = []
-    for request, output in reused.values():
-        for text in _strings([request, output]):
-            if not text.startswith(prefix):
-                continue
-            rel = text[len(prefix):].strip("/")
-            if not rel or rel.split("/", 1)[0] in ("code", "steps"):
-                continue
-            src, dst = old_dir / rel, new_dir / rel
-            if not src.exists() or dst.exists():
-                continue
-            files = [src] if src.is_file() else [p for p in src.rglob("*") if p.is_file()]
-            for f in files:
-                target = dst if f == src else dst / f.relative_to(src)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                try:
-                    os.link(f, target)
-                except OSError:
-                    shutil.copy2(f, target)
-            if src.is_dir():
-                dst.mkdir(parents=True, exist_ok=True)
-            linked.append(rel)
-    return linked
 
 
 def summarize(wf, record: RunRecord, outputs: dict[str, dict[str, Any]], run_dir: Path,
@@ -370,6 +322,43 @@ class LocalExecutor:
                             read_json(step_dir / "output.json"))
         return reused
 
+    def _cache(self) -> StepCache | None:
+        names = {s.state_id for s in self.wf.steps}
+        unknown = [s for s in self.cfg.cache.skip_steps if s not in names]
+        if unknown:
+            raise ConfigError(f"no step named {unknown[0]!r} in the pipeline",
+                              field="--no-cache-step", expected="one of " + ", ".join(
+                                  s.state_id for s in self.wf.steps))
+        return StepCache(self.cfg.runs_path(), self.store) if self.cfg.cache.enabled else None
+
+    def _cached_step(self, cache: StepCache, record: RunRecord, step: Step, build,
+                     doc: dict[str, Any], resources: contextlib.ExitStack,
+                     registry: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        """Reuse the step from an earlier run whose key matches (its files linked into
+        this run), else run it and remember its key (harness.step_cache)."""
+        request = resolve(step.request(build), doc, step.state_id)
+        extra = step.cache_inputs(request)
+        if extra is None:  # not cacheable this time (e.g. the data may be downloaded)
+            return self.recorder.run_step(record, step, build, doc, resources, registry,
+                                          step.local_runner)
+        base = doc[BASE_URI_KEY]
+        key = step_key(step.kind, request, base, record.run_id, extra)
+        hit = cache.lookup(key)
+        if hit is None:
+            output = self.recorder.run_step(record, step, build, doc, resources, registry,
+                                            step.local_runner)
+            cache.remember(key, record.run_id, step.state_id)
+            return output
+        old_run, old_request, old_output = hit
+        old_base = uris.file_uri(self.store.run_dir(old_run))  # LocalSetup.base_uri
+        link_reused_files(old_base, base, {step.state_id: (old_request, old_output)},
+                          rename=(old_run, record.run_id))
+        self.recorder.announce(f"{step.state_id}: cached from run {old_run} (same request, "
+                               "inputs and code; --no-cache-step to run it)")
+        output = rebased(old_output, old_base, base, old_run, record.run_id)
+        return self.recorder.reuse(record, step, (request, output), old_run, resources,
+                                   registry)
+
     def run(self, *, inputs: dict[str, Any] | None = None, run_id: str | None = None,
             resume: str | None = None, from_step: str | None = None) -> RunResult:
         from harness.asl import check_references
@@ -388,6 +377,7 @@ class LocalExecutor:
         build = wf.build_context("local", setup.images, tags=resource_tags(cfg))
         check_references(wf, build, cloud=False)
 
+        cache = self._cache()  # an unknown --no-cache-step stops here, before any record
         run_id = run_id or new_run_id()
         record = RunRecord(run_id=run_id, backend="local", workflow=wf.name,
                            resumed_from=resume,
@@ -418,6 +408,11 @@ class LocalExecutor:
                 if step.state_id in reused:
                     output = self.recorder.reuse(record, step, reused[step.state_id], resume,
                                                  resources, registry)
+                elif cache is not None and step.cacheable \
+                        and step.state_id not in cfg.cache.skip_steps \
+                        and not (resume and step.state_id == from_step):  # asked to run
+                    output = self._cached_step(cache, record, step, build, doc, resources,
+                                               registry)
                 else:
                     output = self.recorder.run_step(record, step, build, doc, resources,
                                                     registry, step.local_runner)

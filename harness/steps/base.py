@@ -152,6 +152,8 @@ class Step:
     result_fields: ClassVar[tuple[str, ...] | None] = None
     # The Task resource of a step that is one Task state (``states`` then builds it).
     resource: ClassVar[str | None] = None
+    # Whether the local backend may reuse this step's earlier result (harness.step_cache).
+    cacheable: ClassVar[bool] = False
 
     def __init__(self, state_id: str, *, comment: str | None = None):
         if not isinstance(state_id, str) or not _STATE_ID.match(state_id):
@@ -194,6 +196,12 @@ class Step:
         raise NotImplementedError(f"{type(self).__name__}.request")
 
     def code(self) -> list[CodeAsset]:
+        return []
+
+    def cache_inputs(self, request: dict[str, Any]) -> list[Any] | None:
+        """What the step's result depends on besides its resolved request: local files or
+        folders (``Path``: by content) and values; None when it cannot be cached this time
+        (harness.step_cache)."""
         return []
 
     def emulator_bridges(self) -> list[str]:

@@ -8,6 +8,7 @@ in the cloud through the execution input.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from harness.steps.base import BEFORE, BuildContext, Step
@@ -18,6 +19,7 @@ class PrepareDataStep(Step):
     title = "obtain the dataset and split it"
     placement = BEFORE
     local_runner = "local_runners.prepare:LocalPrepareRunner"
+    cacheable = True
     cloud_runner = "cloud_runners.prepare:CloudPrepareRunner"
 
     def __init__(self, state_id: str, *, output_uri: str, source: str = "auto",
@@ -49,6 +51,20 @@ class PrepareDataStep(Step):
             "MinTestPerClass": self.min_test_per_class,
             "OutputUri": self.output_uri,
         }
+
+    def cache_inputs(self, request: dict[str, Any]) -> list[Any] | None:
+        """The files read: the bundled sample, the directory, or the download cache (when
+        it holds files; else the run may download, and is not cached)."""
+        from harness import uris
+        from harness.config import PROJECT_ROOT
+
+        source = str(request.get("Source", "auto"))
+        if source == "fixture":
+            return [PROJECT_ROOT / "fixtures" / "mnist-sample"]
+        if source not in ("auto", "download"):
+            return [uris.local_path(source) if "://" in source else Path(source).expanduser()]
+        cache = Path(str(request.get("CacheDir", ""))).expanduser()
+        return [cache] if cache.is_dir() and any(cache.iterdir()) else None
 
     def facts(self, output: dict[str, Any]) -> dict[str, Any]:
         return {"data source": f"{output.get('Source')} ({output.get('SourceLocation')})",

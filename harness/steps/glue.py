@@ -46,6 +46,7 @@ class GlueStartJobRunStep(Step):
     kind = "glue"
     title = "AWS Glue job run"
     local_runner = "local_runners.etl:LocalEtlRunner"
+    cacheable = True
     emulator_bridge = "cloud_runners.emulator.bridge:GlueBridge"
     resource = "arn:aws:states:::glue:startJobRun.sync"
     result_fields = ("Id", "JobName", "JobRunState")
@@ -92,6 +93,11 @@ class GlueStartJobRunStep(Step):
 
     def code(self) -> list[CodeAsset]:
         return [self._script_asset]
+
+    def cache_inputs(self, request: dict[str, Any]) -> list[Any] | None:
+        # StartJobRun names the job, not its script and default arguments (CreateJob does)
+        return [self.script, {"default_arguments": self.default_arguments,
+                              "glue_version": self.glue_version}]
 
     def job_definition(self, script_uri: str, role: str | None = None) -> dict[str, Any]:
         """The Glue ``CreateJob`` request."""

@@ -57,6 +57,7 @@ class ProcessingStep(SageMakerJob, Step):
     kind = "processing"
     title = "SageMaker processing job"
     local_runner = "local_runners.processing:LocalProcessingRunner"
+    cacheable = True
     emulator_bridge = "cloud_runners.emulator.processing_bridge:ProcessingBridge"
     job_use = "processing"
     name_field = "ProcessingJobName"

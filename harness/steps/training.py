@@ -80,6 +80,7 @@ class TrainingStep(SageMakerJob, Step):
     kind = "training"
     title = "SageMaker training job (script mode)"
     local_runner = "local_runners.train:LocalTrainingRunner"
+    cacheable = True
     emulator_bridge = "cloud_runners.emulator.training_bridge:TrainingBridge"
     job_use = "training"
     name_field = "TrainingJobName"

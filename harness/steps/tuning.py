@@ -121,6 +121,7 @@ class TuningStep(Step):
     kind = "tuning"
     title = "SageMaker hyperparameter tuning job"
     local_runner = "local_runners.tune:LocalTuningRunner"
+    cacheable = True
     emulator_bridge = "cloud_runners.emulator.tuning_bridge:TuningBridge"
     resource = "arn:aws:states:::sagemaker:createHyperParameterTuningJob.sync"
     result_fields = ("HyperParameterTuningJobName", "HyperParameterTuningJobStatus",

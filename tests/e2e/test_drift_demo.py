@@ -27,7 +27,7 @@ def test_drift_demo_flags_each_shift_and_retraining_helps(tmp_path):
     # 2 epochs: the gate is lowered so that the retrain run (whose test split holds noisy
     # digits) passes it; the demo's defaults keep the configured 0.95
     assert proc.returncode == 0, out[-6000:] + proc.stderr[-4000:]
-    first, retrained = sorted(p.name for p in runs.iterdir())
+    first, retrained = sorted(p.name for p in runs.iterdir() if not p.name.startswith("."))
 
     # one check per window, in order: clean first, then each shift
     checks = sorted((runs / first / "monitoring").glob("2*"))

@@ -14,7 +14,7 @@ def test_the_best_trials_model_is_evaluated_gated_and_served_on_the_emulator(tmp
     runs = tmp_path / "runs"
     proc = run_with_tuning(runs, "--backend", "emulator", timeout=900)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    (run_id,) = [p.name for p in runs.iterdir() if p.is_dir()]
+    (run_id,) = [p.name for p in runs.iterdir() if p.is_dir() and not p.name.startswith(".")]
     run_dir = runs / run_id
     record = json.loads((run_dir / "record.json").read_text())
     assert record["backend"] == "emulator" and record["status"] == "SUCCEEDED"

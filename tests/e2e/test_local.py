@@ -33,7 +33,7 @@ def good_run(tmp_path_factory):
     runs = tmp_path_factory.mktemp("runs")
     proc = harness("run", "--data", "fixture", "--runs-dir", str(runs))
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    (run_id,) = [p.name for p in runs.iterdir()]
+    (run_id,) = [p.name for p in runs.iterdir() if not p.name.startswith(".")]  # .cache
     return runs, run_id, proc
 
 
@@ -139,7 +139,7 @@ def test_bad_data_fails_clearly_and_keeps_earlier_runs(tmp_path, mutate, file_na
     assert "Traceback" not in proc.stdout + proc.stderr
     assert "--resume" in text and "--from prepare" in text
     assert (earlier / "record.json").read_text() == '{"keep": true}'
-    (new,) = [p for p in runs.iterdir() if p != earlier]
+    (new,) = [p for p in runs.iterdir() if p != earlier and p.name != ".cache"]
     record = json.loads((new / "record.json").read_text())
     assert record["status"] == "FAILED" and record["failed_step"] == "prepare"
     assert not (new / "data" / "raw").exists()
@@ -165,7 +165,7 @@ def test_resume_with_impossible_gate_deploys_nothing_and_keeps_the_earlier_run(g
     text = " ".join(proc.stdout.split())
     assert "metrics.macro_recall = 0.9" in text and "does not meet the gate" in text
     assert "(required >= 1.0)" in text and "--from train" in text
-    (new,) = [p for p in runs.iterdir() if p.name != run_id]
+    (new,) = [p for p in runs.iterdir() if p.name not in (run_id, ".cache")]
     record = json.loads((new / "record.json").read_text())
     assert record["resumed_from"] == run_id and record["failed_step"] == "gate"
     assert [s["status"] for s in record["steps"]] == \

@@ -124,7 +124,9 @@ def test_drift_starts_the_training_pipeline_when_retraining_is_on(tmp_path, base
                                  model_data=uris.file_uri(base["archive"]),
                                  endpoint_name="digits", retrain=cfg)
         result = wf.run("local", config=cfg)
-        assert [s.status for s in result.record.steps] == ["SUCCEEDED"] * 4
+        # the second time, the check of the same traffic is cached from the first
+        assert [s.status for s in result.record.steps] in (
+            ["SUCCEEDED"] * 4, ["SUCCEEDED", "REUSED", "SUCCEEDED", "SUCCEEDED"])
         assert result.output("drift-gate")["Body"]["violation_count"] > 0
         results[source] = result.output("retrain")
     ok, failed = results.values()
