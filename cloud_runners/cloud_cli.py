@@ -89,10 +89,15 @@ def run(cfg: PipelineConfig, wf, console, args: Any = None) -> int:
     """`harness cloud run [--dry-run]`: one run of the pipeline on AWS."""
     if getattr(args, "dry_run", False):
         return plan(cfg, wf, console, args)
+    return _run_on_cloud(cfg, wf, console)
+
+
+def _run_on_cloud(cfg: PipelineConfig, wf, console, config_file: str | None = None) -> int:
+    """``wf`` on the cloud backend with the live view (``harness run``'s)."""
     from harness.cli import cmd_run_workflow
     cfg = cfg.model_copy(deep=True)
     cfg.backend = "cloud"
-    return cmd_run_workflow(cfg, wf, console)
+    return cmd_run_workflow(cfg, wf, console, config_file=config_file)
 
 
 def teardown(cfg: PipelineConfig, wf, console, args: Any = None) -> int:
@@ -137,9 +142,5 @@ def monitor(cfg: PipelineConfig, wf, console, args: Any = None) -> int:
                           + f"; results under {made['home']}/monitoring/<execution id>/",
                           soft_wrap=True)
             return 0
-        from harness.cli import cmd_run_workflow
-        once = cfg.model_copy(deep=True)
-        once.backend = "cloud"
-        return cmd_run_workflow(once, mon, console,
-                                config_file=f"monitoring run {target.run_id}")
+        return _run_on_cloud(cfg, mon, console, config_file=f"monitoring run {target.run_id}")
     return cli_guard(console, "monitor", run)

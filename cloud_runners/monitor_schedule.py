@@ -78,17 +78,16 @@ def workflow_for(cfg: PipelineConfig, target: MonitorTarget, run_cfg: PipelineCo
 
 
 def static_before(wf: Workflow) -> dict[str, dict[str, Any]]:
-    """The client-side steps' outputs of an unattended execution: only uploads of what is
-    already in S3 (used where it is), known without running them."""
+    """The client-side steps' outputs of an unattended execution, known without running
+    them (``Step.known_output``: an upload of what is already in S3)."""
     out = {}
     for step in wf.before_steps():
-        sources = getattr(step, "sources", None)
-        if step.kind != "upload" or not all(str(u).startswith("s3://")
-                                            for u in (sources or {}).values()):
+        known = step.known_output()
+        if known is None:
             raise ConfigError(f"step '{step.state_id}' runs on the client: a schedule cannot "
                               "run it", field=step.state_id,
                               expected="a monitoring workflow whose inputs are in S3")
-        out[step.state_id] = {"Uris": dict(sources)}
+        out[step.state_id] = known
     return out
 
 

@@ -267,14 +267,12 @@ def cmd_runs(args: argparse.Namespace, console: Console) -> int:
 
 def _print_step_table(console: Console, step, run_dir) -> None:
     """The step kind's own table of its output (e.g. a tuning job's trials)."""
-    import harness.steps  # noqa: F401 - the built-in kinds
-    from harness.steps.base import Step
+    from harness.steps import step_table
     from harness.storage import read_json
 
-    cls = Step.kind_class(step.kind)
-    if cls is None or not step.output or not (run_dir / step.output).exists():
+    if not step.output or not (run_dir / step.output).exists():
         return
-    shown = cls.table(read_json(run_dir / step.output))
+    shown = step_table(step.kind, read_json(run_dir / step.output))
     if shown is None:
         return
     columns, rows = shown

@@ -22,7 +22,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from harness.report_sections import (_cell, _drift, _duration, _evaluation, _inside,
+from harness.report_sections import (_cell, _drift, _evaluation, _inside,
                                      _kind_table, _log_tail, _png_bytes_uri, _pretty_json,
                                      _read_json, _text, _training, _tuning)
 from harness.steps.base import AFTER, BEFORE, MACHINE
@@ -171,7 +171,7 @@ def _context(run_dir: Path, workflow: Any) -> dict[str, Any]:
         "run_id": record.run_id if record else run_dir.name,
         "record": record,
         "workflow": (record.workflow if record else None) or getattr(workflow, "name", None),
-        "duration": _duration(record.started, record.ended) if record else None,
+        "duration": record.duration_s if record else None,
         "headline": [(k, _cell(v)) for k, v in (metrics or {}).items()],
         "graph": graph, "mermaid": mermaid, "steps": step_rows,
         "training": _training(run_dir, steps, missing),

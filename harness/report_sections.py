@@ -13,7 +13,6 @@ import re
 import tarfile
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlparse
 
 LOG_TAIL = 40
 MAX_JSON_CHARS = 200_000
@@ -67,9 +66,9 @@ def _inside(run_dir: Path, rel: Any) -> Path | None:
 
 
 def _local(uri: Any) -> Path | None:
-    if isinstance(uri, str) and uri.startswith("file://"):
-        return Path(unquote(urlparse(uri).path))
-    return None
+    """The path of a ``file://`` URI (``uris.local_path``); None for anything else."""
+    from harness import uris
+    return uris.local_path(uri) if isinstance(uri, str) and uri.startswith("file://") else None
 
 
 def _png_uri(path: Path | None) -> str | None:
@@ -95,27 +94,15 @@ def _newest(paths) -> Path | None:
     return max(found)[2] if found else None
 
 
-def _duration(start: Any, end: Any) -> float | None:
-    import datetime as dt
-    try:
-        return round((dt.datetime.fromisoformat(end) - dt.datetime.fromisoformat(start))
-                     .total_seconds(), 3)
-    except (TypeError, ValueError):
-        return None
-
-
 # -------------------------------------------------------------------------- graph
 def _kind_table(kind: str, output_path: Path | None) -> dict[str, Any] | None:
     """The step kind's own table of its output (a tuning job's trials), if it has one."""
     if output_path is None or not output_path.is_file():
         return None
     try:
-        import harness.steps  # noqa: F401 - the built-in kinds
-        from harness.steps.base import Step
+        from harness.steps import step_table
 
-        cls = Step.kind_class(kind)
-        output = json.loads(output_path.read_text())
-        shown = cls.table(output) if cls is not None and isinstance(output, dict) else None
+        shown = step_table(kind, json.loads(output_path.read_text()))
     except Exception:  # noqa: BLE001 - a malformed output has no table
         return None
     if not shown:

@@ -60,6 +60,18 @@ def capture_record(request: bytes, request_type: str | None, response: bytes,
             "eventVersion": "0"}
 
 
+def capture_file_name(when: dt.datetime) -> str:
+    """``yyyy/mm/dd/hh/<mm-ss-mmm>-<uuid>.jsonl``: where SageMaker puts a capture file
+    (under ``<destination>/<endpoint>/<variant>/``), by its first record's UTC time."""
+    return (f"{when.strftime('%Y/%m/%d/%H')}/{when.strftime('%M-%S-')}"
+            f"{when.microsecond // 1000:03d}-{uuid.uuid4()}.jsonl")
+
+
+def sampled(percentage: float, rng: random.Random) -> bool:
+    """Whether one request is captured at ``InitialSamplingPercentage`` ``percentage``."""
+    return percentage >= 100 or (percentage > 0 and rng.random() * 100 < percentage)
+
+
 class DataCapture:
     """Sample and write request/response pairs for one endpoint variant."""
 
@@ -81,8 +93,7 @@ class DataCapture:
         self.files: list[Path] = []
 
     def sampled(self) -> bool:
-        pct = self.sampling_percentage
-        return pct >= 100 or (pct > 0 and self._random.random() * 100 < pct)
+        return sampled(self.sampling_percentage, self._random)
 
     def capture(self, request: bytes, request_type: str | None, response: bytes,
                 response_type: str | None) -> bool:
@@ -162,9 +173,7 @@ class DataCapture:
                 out.close()
 
     def _open(self, when: dt.datetime) -> IO[bytes]:
-        folder = self.root / when.strftime("%Y/%m/%d/%H")
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / (when.strftime("%M-%S-") + f"{when.microsecond // 1000:03d}-"
-                         f"{uuid.uuid4()}.jsonl")
+        path = self.root / capture_file_name(when)
+        path.parent.mkdir(parents=True, exist_ok=True)
         self.files.append(path)
         return open(path, "ab")

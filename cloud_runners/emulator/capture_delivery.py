@@ -28,14 +28,13 @@ import datetime as dt
 import logging
 import random
 import threading
-import uuid
 from typing import Any
 
 import orjson
 
 from cloud_runners.aws import split_s3
 from harness.errors import HarnessError
-from local_runners.serve_capture import capture_record
+from local_runners.serve_capture import capture_file_name, capture_record, sampled
 
 LOG = logging.getLogger("mlharness.emulator.capture")
 
@@ -107,8 +106,7 @@ class EndpointCapture:
         """Buffer one answered request if it is sampled; whether it was."""
         when = when or dt.datetime.now(dt.timezone.utc)
         with self._lock:
-            pct = self.sampling_percentage
-            if not (pct >= 100 or (pct > 0 and self._random.random() * 100 < pct)):
+            if not sampled(self.sampling_percentage, self._random):
                 return False
             if len(self._buffer) >= MAX_BUFFERED:
                 self.dropped += 1
@@ -162,8 +160,7 @@ class EndpointCapture:
         return record
 
     def _key(self, when: dt.datetime) -> str:
-        return (f"{self.prefix}/{when.strftime('%Y/%m/%d/%H')}/{when.strftime('%M-%S-')}"
-                f"{when.microsecond // 1000:03d}-{uuid.uuid4()}.jsonl")
+        return f"{self.prefix}/{capture_file_name(when)}"
 
 
 def _by_hour(batch: list[tuple]) -> dict[tuple, list[tuple]]:

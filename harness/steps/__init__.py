@@ -17,4 +17,11 @@ __all__ = ["AFTER", "BEFORE", "MACHINE", "BuildContext", "Chain", "CodeAsset", "
            "EndpointStep", "ModelStep", "serving_environment", "InferenceStep",
            "ProcessingInput", "ProcessingOutput", "ProcessingStep", "TrainingStep",
            "TuningStep", "CategoricalParameter", "ContinuousParameter", "IntegerParameter",
-           "UploadStep", "StartExecutionStep"]
+           "UploadStep", "StartExecutionStep", "step_table"]
+
+
+def step_table(kind: str, output: object) -> tuple[list[str], list[list[object]]] | None:
+    """The table a step kind makes of its output (``Step.table``: a tuning job's trials),
+    for any kind imported so far (the built-in ones are); None when it has none."""
+    cls = Step.kind_class(kind)
+    return cls.table(output) if cls is not None and isinstance(output, dict) else None

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Iterable, Protocol
 
 from harness.errors import ConfigError, HarnessError
-from harness.placeholders import CODE_URI, Placeholder, asl_parameters, run_path
+from harness.placeholders import CODE_URI, Placeholder, asl_parameters
 
 BEFORE = "before"     # on the client, before the state machine runs
 MACHINE = "machine"   # a state of the state machine
@@ -197,6 +197,11 @@ class Step:
 
     def code(self) -> list[CodeAsset]:
         return []
+
+    def known_output(self) -> dict[str, Any] | None:
+        """The output of a client-side step when it is known without running it (an
+        unattended execution, e.g. a schedule's, cannot run it); None: it must run."""
+        return None
 
     def cache_inputs(self, request: dict[str, Any]) -> list[Any] | None:
         """What the step's result depends on besides its resolved request: local files or

@@ -132,4 +132,8 @@ class StartExecutionStep(Step):
     # -- summary --------------------------------------------------------------------------
 
     def facts(self, output: dict[str, Any]) -> dict[str, Any]:
-        return {"started run": output.get("RunId"), "its status": output.get("Status")}
+        # locally the run id and how it ended; on Step Functions the started execution
+        facts = {"started run": output.get("RunId") or output.get("ExecutionArn")}
+        if output.get("Status"):
+            facts["its status"] = output["Status"]
+        return facts

@@ -1,7 +1,6 @@
 """A table of careless and hostile command lines: each one gets a clear message and an
 exit code, never a Python traceback, and nothing is written outside the runs folder."""
 import json
-import os
 import sys
 from pathlib import Path
 

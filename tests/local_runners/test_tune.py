@@ -30,7 +30,7 @@ from harness.steps.tuning import (CategoricalParameter, ContinuousParameter, Int
 from local_runners.tune import LocalTuningRunner
 from local_runners.tuning_trial import threads_per_trial
 
-from tuning_support import Tuning, accuracy, tiny_tuning_workflow, tuned_accuracy
+from tuning_support import Tuning, tiny_tuning_workflow, tuned_accuracy
 
 
 def seconds(iso: str) -> float:
