@@ -7,11 +7,12 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: install local-run run test test-fast e2e bench bench-serve bench-storm drift-demo drift-cloud-demo runs help cloud-plan cloud-bootstrap cloud-run cloud-teardown
+.PHONY: browser install local-run run test test-fast e2e bench bench-serve bench-storm drift-demo drift-cloud-demo runs help cloud-plan cloud-bootstrap cloud-run cloud-teardown
 
 help:
 	@echo "make local-run   run the whole pipeline offline (installs into .venv first)"
 	@echo "make test        run the test suite"
+	@echo "make browser     Debian's chromium + chromedriver for the report's browser test"
 	@echo "make e2e         whole pipelines end to end: local, on the embedded AWS emulator"
 	@echo "make bench       benchmarks -> bench/results.json"
 	@echo "make bench-serve serving latency/throughput -> bench/serve_results.json"
@@ -35,6 +36,18 @@ $(STAMP): requirements.txt pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Debian's Chromium and ChromeDriver, for the report's browser test
+# (tests/harness/test_report_browser.py skips, saying so, without them).
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then \
+	  echo "chromium and chromedriver are installed"; \
+	elif command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get install -y -q chromium chromium-driver >/dev/null \
+	    || { apt-get update -q >/dev/null && apt-get install -y -q chromium chromium-driver >/dev/null; } \
+	    || echo "apt-get could not install chromium: the browser test will skip"; \
+	else echo "installing chromium needs apt-get as root: the browser test will skip"; fi
 
 local-run: $(STAMP)
 	$(BIN)/harness run --backend local $(ARGS)

@@ -23,11 +23,13 @@ from __future__ import annotations
 
 import contextlib
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 from cloud_runners import aws
 from cloud_runners.execution_history import ExecutionHistory
 from cloud_runners.preflight import preflight
+from cloud_runners.report_artifacts import fetch_report_artifacts_safely
 from cloud_runners.setup import CloudSetup
 from cloud_runners.stepfunctions import (
     HistoryReader,
@@ -194,13 +196,25 @@ class CloudBackend(Backend):
                              error=execution.get("error") or (
                                  exc.message if isinstance(exc, HarnessError) else str(exc)))
             write_json_atomic(run_dir / "execution.json", execution)
-            write_report_safely(run_dir, wf)
+            _write_report(run_dir, wf, session, cfg, say)
             raise_with_record(exc, record)
         recorder.finish(record)
         summary = summarize(wf, record, outputs, run_dir, time.perf_counter() - t_run)
         write_json_atomic(run_dir / "summary.json", summary)
-        write_report_safely(run_dir, wf)
+        _write_report(run_dir, wf, session, cfg, say)
         return RunResult(record, summary, run_dir, resources, outputs)
+
+
+def _write_report(run_dir: Path, wf: Any, session: Any, cfg: PipelineConfig,
+                  say: Callable[[str], None]) -> None:
+    """The run's report, after copying the files it draws from S3 into the run folder."""
+    try:
+        s3 = aws.client(session, "s3", cfg)
+    except Exception as e:  # noqa: BLE001 -- the report then lists what is missing
+        say(f"the report's files could not be copied from S3: {e}")
+    else:
+        fetch_report_artifacts_safely(s3, run_dir, say)
+    write_report_safely(run_dir, wf)
 
 
 def _stop_interrupted(session: Any, cfg: PipelineConfig, record: RunRecord,

@@ -65,9 +65,13 @@ def _inside(run_dir: Path, rel: Any) -> Path | None:
     return path if path.is_relative_to(run_dir.resolve()) else None
 
 
-def _local(uri: Any) -> Path | None:
-    """The path of a ``file://`` URI (``uris.local_path``); None for anything else."""
+def _local(uri: Any, run_dir: Path | None = None) -> Path | None:
+    """The path of a ``file://`` URI (``uris.local_path``); for an ``s3://`` URI, the run's
+    local copy of it (``uris.mirror_path``: a cloud run downloads what its report shows);
+    None for anything else."""
     from harness import uris
+    if isinstance(uri, str) and uri.startswith("s3://") and run_dir is not None:
+        return uris.mirror_path(run_dir, uri)
     return uris.local_path(uri) if isinstance(uri, str) and uri.startswith("file://") else None
 
 
@@ -135,7 +139,8 @@ def _history(run_dir: Path, steps: list[Any]) -> tuple[dict[str, list[float]] | 
             output = json.loads(out_path.read_text()) if out_path else {}
         except (OSError, ValueError):
             output = {}
-        model = _local(((output or {}).get("ModelArtifacts") or {}).get("S3ModelArtifacts"))
+        model = _local(((output or {}).get("ModelArtifacts") or {}).get("S3ModelArtifacts"),
+                       run_dir)
         if model is not None:
             hist = _history_file(model.parent)
             if hist:
@@ -254,7 +259,8 @@ def _evaluation_dir(run_dir: Path, steps: list[Any]) -> Path | None:
         except (OSError, ValueError, KeyError, TypeError):
             continue
         for o in outs if isinstance(outs, list) else []:
-            folder = _local((o.get("S3Output") or {}).get("S3Uri")) if isinstance(o, dict) else None
+            folder = _local((o.get("S3Output") or {}).get("S3Uri"), run_dir) \
+                if isinstance(o, dict) else None
             if folder is not None and (folder / "evaluation.json").is_file():
                 return folder
     return None
@@ -275,11 +281,17 @@ def _evaluation(run_dir: Path, steps: list[Any], missing: list[str]) -> dict[str
     matrix = _png_uri(folder / "confusion_matrix.png")
     if matrix is None:
         missing.append("evaluation: confusion_matrix.png missing or not a PNG")
+    wrong = data.get("misclassified") if isinstance(data.get("misclassified"), dict) else {}
+    mistakes = None
+    if isinstance(wrong.get("count"), int):
+        shown = wrong.get("shown") if isinstance(wrong.get("shown"), list) else []
+        mistakes = {"count": wrong["count"], "shown": len(shown),
+                    "plot": _png_uri(folder / "misclassified.png")}
     return {"metrics": [(k, _cell(v)) for k, v in metrics.items()
                         if isinstance(v, (int, float, str))],
             "columns": columns,
             "rows": [[_cell(r.get(c)) for c in columns] for r in per_class],
-            "matrix": matrix}
+            "matrix": matrix, "count": _cell(data.get("count")), "mistakes": mistakes}
 
 
 def _tuning(run_dir: Path, steps: list[dict[str, Any]]) -> dict[str, Any] | None:

@@ -51,3 +51,20 @@ def to_uri(location: str | os.PathLike) -> str:
         scheme(text)
         return text
     return file_uri(Path(text).expanduser())
+
+
+MIRROR = "artifacts"  # runs/<id>/artifacts/s3/<bucket>/<key>: S3 objects a report shows
+
+
+def mirror_path(run_dir: str | os.PathLike, uri: str) -> Path | None:
+    """Where a cloud run keeps its local copy of the S3 object ``uri`` (the files its
+    report shows: training metrics, the evaluation): ``<run_dir>/artifacts/s3/<bucket>/
+    <key>``. None for anything but a well-formed ``s3://`` URI (no '..' parts)."""
+    parsed = urlparse(uri) if isinstance(uri, str) else None
+    if parsed is None or parsed.scheme != "s3" or not parsed.netloc:
+        return None
+    parts = [p for p in parsed.path.split("/") if p]
+    if any(p in (".", "..") for p in parts) or "/" in parsed.netloc:
+        return None
+    return Path(run_dir) / MIRROR / "s3" / parsed.netloc / Path(*parts) if parts \
+        else Path(run_dir) / MIRROR / "s3" / parsed.netloc

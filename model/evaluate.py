@@ -11,9 +11,15 @@ the deployed artefact's. It writes ``evaluation.json``::
 
     {"metrics": {"accuracy", "loss", "macro_precision", "macro_recall"},
      "per_class": [{"class", "precision", "recall", "support"}],
-     "confusion_matrix": [[int]], "count": N, "model_version": int}
+     "confusion_matrix": [[int]], "count": N, "model_version": int,
+     "misclassified": {"count": int, "shown": [{"index", "true", "predicted",
+                                               "confidence"}]}}
 
-and ``confusion_matrix.png`` (skipped, and said so, without matplotlib), and prints one
+``misclassified.shown`` lists up to 25 wrongly classified test rows, the most confident
+mistakes first (``index`` is the row in the test split). It writes
+``confusion_matrix.png`` and ``misclassified.png`` (those digits drawn in a grid with
+their predicted and true labels; skipped when the rows are not square images) -- both
+skipped, and said so, without matplotlib -- and prints one
 line per metric (``accuracy=0.9800``). Bad input: one line on stderr naming the file,
 the field and the expected value, exit code 2.
 
@@ -40,6 +46,8 @@ METRICS = ("accuracy", "loss", "macro_precision", "macro_recall")
 ARCHIVE = "model.tar.gz"
 REPORT = "evaluation.json"
 PLOT = "confusion_matrix.png"
+MISCLASSIFIED_PLOT = "misclassified.png"
+MAX_SHOWN = 25
 BATCH = 1000
 EPS = 1e-7
 HERE = Path(__file__).resolve().parent
@@ -168,7 +176,7 @@ def plot_confusion_matrix(cm: np.ndarray, path: Path, title: str,
     try:
         import matplotlib
     except ImportError:
-        log(f"matplotlib is not installed: {Path(path).name} is not written")
+        log(f"matplotlib is not installed: {PLOT} is not written")
         return False
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -187,6 +195,57 @@ def plot_confusion_matrix(cm: np.ndarray, path: Path, title: str,
         ax.set_xlabel("predicted class")
         ax.set_ylabel("true class")
         ax.set_title(title)
+        fig.tight_layout()
+        fig.savefig(path)
+    finally:
+        plt.close(fig)
+    return True
+
+
+def misclassified(probabilities: np.ndarray, y: np.ndarray,
+                  limit: int = MAX_SHOWN) -> dict[str, Any]:
+    """The wrongly classified rows: their count and up to ``limit`` of them, the most
+    confident mistakes first (ties by row index)."""
+    pred = probabilities.argmax(axis=1)
+    wrong = np.flatnonzero(pred != y)
+    confidence = probabilities[wrong, pred[wrong]]
+    order = wrong[np.lexsort((wrong, -confidence))][:limit]
+    return {"count": int(len(wrong)),
+            "shown": [{"index": int(i), "true": int(y[i]), "predicted": int(pred[i]),
+                       "confidence": float(probabilities[i, pred[i]])} for i in order]}
+
+
+def plot_misclassified(x: np.ndarray, shown: list[dict[str, Any]], path: Path,
+                       log: Callable[[str], None] = print) -> bool:
+    """Draw the shown mistakes as a grid of digits titled "pred P / true T"; False (and
+    said why) when there is nothing to draw, the rows are not square images or
+    matplotlib is missing."""
+    side = int(round(np.sqrt(x.shape[1]))) if x.ndim == 2 else 0
+    if not shown:
+        log(f"no misclassified test rows: {MISCLASSIFIED_PLOT} is not written")
+        return False
+    if side * side != x.shape[1]:
+        log(f"rows of {x.shape[1]} values are not square images: "
+            f"{MISCLASSIFIED_PLOT} is not written")
+        return False
+    try:
+        import matplotlib
+    except ImportError:
+        log(f"matplotlib is not installed: {MISCLASSIFIED_PLOT} is not written")
+        return False
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cols = min(5, len(shown))
+    rows = -(-len(shown) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.5 * cols, 1.7 * rows), dpi=100,
+                             squeeze=False)
+    try:
+        for ax in axes.flat:
+            ax.axis("off")
+        for ax, item in zip(axes.flat, shown):
+            ax.imshow(x[item["index"]].reshape(side, side), cmap="gray_r")
+            ax.set_title(f"pred {item['predicted']} / true {item['true']}", fontsize=8)
         fig.tight_layout()
         fig.savefig(path)
     finally:
@@ -259,12 +318,15 @@ def evaluate(model: Path, test: Path, output: Path,
     check_labels(y, probabilities.shape[1], test)
     result = score(probabilities, y)
     cm = result["confusion_matrix"]
+    mistakes = misclassified(probabilities, y)
     report = {"metrics": result["metrics"], "per_class": result["per_class"],
               "confusion_matrix": cm.tolist(), "count": int(len(y)),
-              "model_version": int(version)}
+              "model_version": int(version), "misclassified": mistakes}
     output.mkdir(parents=True, exist_ok=True)
     title = f"accuracy {report['metrics']['accuracy']:.4f} (n={len(y)})"
     _write(output / PLOT, lambda p: plot_confusion_matrix(cm, p, title, log))
+    _write(output / MISCLASSIFIED_PLOT,
+           lambda p: plot_misclassified(x, mistakes["shown"], p, log))
     _write(report_path, lambda p: p.write_text(json.dumps(report, indent=2) + "\n"))
     return report
 
@@ -277,7 +339,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--test", required=True, type=Path,
                    help="folder of the test split's Parquet part files")
     p.add_argument("--output", required=True, type=Path,
-                   help=f"folder to write {REPORT} and {PLOT} to")
+                   help=f"folder to write {REPORT}, {PLOT} and {MISCLASSIFIED_PLOT} to")
     return p.parse_args(argv)
 
 

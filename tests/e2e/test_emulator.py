@@ -120,3 +120,25 @@ def test_an_impossible_gate_on_macro_recall_stops_the_execution_at_the_gate(tmp_
     execution = json.loads((tmp_path / "runs" / record.run_id / "execution.json").read_text())
     entered = [e["step"] for e in execution["events"] if e["type"].endswith("StateEntered")]
     assert entered == ["etl", "train", "evaluate", "gate", "gate-check", "gate-failed"]
+
+
+def test_the_report_draws_the_training_curves_and_the_evaluation_from_s3(run):
+    """What the report shows lives in the emulated S3: the run copies those few files
+    (never the model) into runs/<id>/artifacts/s3/ before writing report.html."""
+    import re
+
+    run_dir = run["result"].run_dir
+    mirrored = {p.name for p in (run_dir / "artifacts" / "s3").rglob("*") if p.is_file()}
+    assert mirrored == {"output.tar.gz", "evaluation.json", "confusion_matrix.png",
+                        "misclassified.png"}
+    html = (run_dir / "report.html").read_text()
+    training = re.search(r'<section id="training">(.*?)</section>', html, re.S).group(1)
+    assert 'alt="loss and accuracy per epoch"' in training and "metrics.json" in training
+    assert len(re.findall(r"<tr><td class=\"num\">\d+</td>", training)) == 2  # 2 epochs
+    evaluation = re.search(r'<section id="evaluation">(.*?)</section>', html, re.S).group(1)
+    accuracy = run["result"].summary["metrics"]["metrics.accuracy"]
+    assert f"{accuracy:.4f}" in evaluation
+    assert 'alt="confusion matrix"' in evaluation
+    assert 'alt="misclassified test digits"' in evaluation
+    wrong = round((1 - accuracy) * 500)
+    assert f"{wrong} of 500 wrong" in evaluation

@@ -10,99 +10,12 @@ import re
 from pathlib import Path
 
 import pytest
-from matplotlib.figure import Figure
+from report_fakes import GRAPH, PER_CLASS, RUN_ID, STEPS, make_run, png
 
 from harness import report
 from harness.cli import main
 from harness.report import build_report, parse_mermaid, write_report_safely
 
-RUN_ID = "20261201-162925-5fef"
-STEPS = [("prepare", "prepare", 0.972), ("etl", "glue", 19.279), ("train", "training", 11.446),
-         ("evaluate", "processing", 0.72), ("gate", "gate", 0.002), ("model", "model", 0.002)]
-GRAPH = """flowchart TD
-    n_prepare[/"prepare<br/><small>prepare</small>"/]
-  subgraph sm["state machine"]
-      n_etl["etl<br/><small>glue</small>"]
-      n_train["train<br/><small>training</small>"]
-      n_evaluate["evaluate<br/><small>processing</small>"]
-      n_gate["gate<br/><small>gate</small>"]
-      n_model["model<br/><small>model</small>"]
-      n_retrain["retrain<br/><small>training</small>"]
-    n_gate_stop(["stop: gate not met"])
-  end
-  n_prepare --> n_etl
-  n_etl --> n_train
-  n_train --> n_evaluate
-  n_evaluate --> n_gate
-  n_gate --> n_model
-  n_gate -->|below threshold| n_retrain
-  n_gate -->|not met| n_gate_stop
-"""
-PER_CLASS = [{"class": c, "precision": 0.9 + c / 100, "recall": 0.95, "support": 50}
-             for c in range(3)]
-
-
-def _png(path: Path) -> None:
-    fig = Figure(figsize=(1, 1))
-    fig.add_subplot().imshow([[0, 1], [1, 0]])
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=20)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(buf.getvalue())
-
-
-def make_run(root: Path, *, failed: bool = False) -> Path:
-    run_dir = root / RUN_ID
-    job = run_dir / "training" / "mnist-train-x" / "output"
-    steps = []
-    for i, (name, kind, secs) in enumerate(STEPS):
-        status = "SUCCEEDED"
-        if failed and name == "train":
-            status = "FAILED"
-        elif failed and i > 2:
-            status = "PENDING"
-        d = run_dir / "steps" / name
-        d.mkdir(parents=True)
-        rec = {"name": name, "kind": kind, "status": status, "duration_s": secs,
-               "started": f"2026-12-01T16:29:{25 + i:02d}.000+00:00", "error": None,
-               "input": None, "output": None, "log": None, "reused_from": None,
-               "ended": f"2026-12-01T16:29:{26 + i:02d}.000+00:00"}
-        if status == "PENDING":
-            rec.update(duration_s=None, started=None, ended=None)
-        else:
-            (d / "input.json").write_text(json.dumps({"Step": name, "Html": "<b>x</b>"}))
-            (d / "log.txt").write_text("".join(f"{name} line {n}\n" for n in range(60)))
-            rec.update(input=f"steps/{name}/input.json", log=f"steps/{name}/log.txt")
-        if status == "SUCCEEDED":
-            out = {"Step": name}
-            if kind == "training":
-                out["ModelArtifacts"] = {"S3ModelArtifacts": f"file://{job}/model.tar.gz"}
-            (d / "output.json").write_text(json.dumps(out))
-            rec["output"] = f"steps/{name}/output.json"
-        if status == "FAILED":
-            rec["error"] = "ValueError: the loss is NaN at epoch 2"
-        steps.append(rec)
-    record = {"run_id": RUN_ID, "backend": "local",
-              "status": "FAILED" if failed else "SUCCEEDED",
-              "started": "2026-12-01T16:29:25.000+00:00",
-              "ended": "2026-12-01T16:29:58.500+00:00", "config": "config.json",
-              "resumed_from": None, "failed_step": "train" if failed else None,
-              "error": "step 'train' failed: ValueError: the loss is NaN at epoch 2"
-              if failed else None, "resume_command": None, "workflow": "mnist",
-              "steps": steps}
-    (run_dir / "record.json").write_text(json.dumps(record, indent=2))
-    (run_dir / "graph.mmd").write_text(GRAPH)
-    (job / "data").mkdir(parents=True)
-    (job / "data" / "metrics.json").write_text(json.dumps({"history": {
-        "loss": [1.2339, 0.41], "accuracy": [0.5905, 0.87],
-        "val_loss": [0.1977, 0.15], "val_accuracy": [0.95, 0.961]}}))
-    if not failed:
-        (run_dir / "evaluation").mkdir()
-        (run_dir / "evaluation" / "evaluation.json").write_text(json.dumps({
-            "metrics": {"accuracy": 0.942, "loss": 0.2265}, "per_class": PER_CLASS}))
-        _png(run_dir / "evaluation" / "confusion_matrix.png")
-        (run_dir / "summary.json").write_text(json.dumps({"metrics": {"accuracy": 0.942}}))
-    return run_dir
 
 
 @pytest.fixture
@@ -138,7 +51,7 @@ def test_images_decode_and_numbers_match_the_run(run_dir):
 
     html = _html(run_dir)
     images = _images(html)
-    assert len(images) == 3  # graph, training curves, confusion matrix
+    assert len(images) == 4  # graph, training curves, confusion matrix, mistakes
     for data in images:
         assert data.startswith(b"\x89PNG\r\n\x1a\n")
         with Image.open(io.BytesIO(data)) as im:
@@ -146,6 +59,8 @@ def test_images_decode_and_numbers_match_the_run(run_dir):
     assert (run_dir / "evaluation" / "confusion_matrix.png").read_bytes() in images
     evaluation = re.search(r'<section id="evaluation">(.*?)</section>', html, re.S).group(1)
     assert "0.9420" in evaluation and "0.2265" in evaluation
+    assert "29 of 500 wrong; the 25 most confident mistakes" in evaluation
+    assert (run_dir / "evaluation" / "misclassified.png").read_bytes() in images
     for c in PER_CLASS:
         assert f'{c["precision"]:.4f}' in evaluation
     training = re.search(r'<section id="training">(.*?)</section>', html, re.S).group(1)
@@ -222,8 +137,8 @@ def test_tuning_and_drift_sections(run_dir):
         "status": "drift", "violation_count": 2, "drifted_features": ["mean_pixel"],
         "features": [{"name": "mean_pixel", "statistic": 0.41, "drifted": True}]}))
     (monitor / "summary.txt").write_text("Drift check of capture/\n")
-    _png(monitor / "drift.png")
-    _png(run_dir / "tuning" / "trials.png")
+    png(monitor / "drift.png")
+    png(run_dir / "tuning" / "trials.png")
     html = _html(run_dir)
     drift = re.search(r'<section id="drift">(.*?)</section>', html, re.S).group(1)
     assert "mean_pixel" in drift and "0.4100" in drift and "Drift check of" in drift
@@ -305,3 +220,13 @@ def test_every_local_run_writes_its_report(tmp_path, monkeypatch):
     result = workflow().run("local", config=cfg)
     assert result.record.status == "SUCCEEDED"
     assert not (result.run_dir / "report.html").exists()
+
+
+def test_a_cloud_runs_s3_files_are_looked_up_in_its_artifacts_folder(tmp_path):
+    from harness.uris import mirror_path
+
+    run = tmp_path / "run"
+    assert mirror_path(run, "s3://bkt/p/r1/evaluation/evaluation.json") == \
+        run / "artifacts" / "s3" / "bkt" / "p" / "r1" / "evaluation" / "evaluation.json"
+    for bad in ("s3://bkt/../../etc/passwd", "file:///etc/passwd", "s3:///key", None, 3):
+        assert mirror_path(run, bad) is None, bad

@@ -56,8 +56,34 @@ def test_evaluation_matches_a_direct_computation(trained, tmp_path):
     assert [c["support"] for c in report["per_class"]] == np.bincount(y, minlength=10).tolist()
     assert report["model_version"] == 1
     assert (out / "confusion_matrix.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # the mistakes: all of them counted, the most confident 25 listed and drawn
+    pred = p.argmax(axis=1)
+    wrong = np.flatnonzero(pred != y)
+    mistakes = report["misclassified"]
+    assert mistakes["count"] == len(wrong) == 400 - np.trace(cm)
+    shown = mistakes["shown"]
+    assert len(shown) == min(25, len(wrong))
+    assert all(m["predicted"] != m["true"] == y[m["index"]] for m in shown)
+    assert [m["predicted"] for m in shown] == [int(pred[m["index"]]) for m in shown]
+    confidences = [m["confidence"] for m in shown]
+    assert confidences == sorted(confidences, reverse=True)
+    assert confidences[0] == pytest.approx(float(p[wrong].max()), rel=1e-4)
+    assert (out / "misclassified.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert said and "400 test examples" in said[0]
     assert expected_accuracy > 0.7  # one epoch on 1,000 real digits
+
+
+def test_misclassified_lists_the_most_confident_mistakes_first():
+    from model.evaluate import misclassified
+
+    p = np.array([[0.6, 0.4], [0.1, 0.9], [0.2, 0.8], [0.95, 0.05], [0.3, 0.7]])
+    y = np.array([1, 1, 0, 0, 0])
+    found = misclassified(p, y, limit=2)
+    assert found["count"] == 3  # rows 0, 2 and 4
+    assert found["shown"] == [
+        {"index": 2, "true": 0, "predicted": 1, "confidence": 0.8},
+        {"index": 4, "true": 0, "predicted": 1, "confidence": 0.7}]
+    assert misclassified(p[[1, 3]], y[[1, 3]]) == {"count": 0, "shown": []}
 
 
 def test_score_per_class_and_macro():
@@ -139,7 +165,8 @@ def test_script_writes_evaluation_json_and_prints_the_metrics(tiny, tmp_path):
     done = _cli("--model", tiny["model"], "--test", tiny["test"], "--output", out, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     report = json.loads((out / "evaluation.json").read_text())
-    assert set(report) == {"metrics", "per_class", "confusion_matrix", "count", "model_version"}
+    assert set(report) == {"metrics", "per_class", "confusion_matrix", "count", "model_version",
+                           "misclassified"}
     expected = score(predict(tiny["version_dir"], tiny["x"]), tiny["y"])
     assert report["metrics"] == pytest.approx(expected["metrics"])
     assert report["count"] == 50 and report["model_version"] == 1
@@ -147,7 +174,9 @@ def test_script_writes_evaluation_json_and_prints_the_metrics(tiny, tmp_path):
     assert [set(c) for c in report["per_class"]] == [{"class", "precision", "recall",
                                                       "support"}] * 3
     assert (out / "confusion_matrix.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # 12-pixel rows are not square images: no grid of mistakes, and the log says so
     assert sorted(p.name for p in out.iterdir()) == ["confusion_matrix.png", "evaluation.json"]
+    assert "not square images: misclassified.png is not written" in done.stdout
     metric_lines = [line for line in done.stdout.splitlines() if "=" in line]
     assert metric_lines == [f"{m}={report['metrics'][m]:.4f}" for m in
                             ("accuracy", "loss", "macro_precision", "macro_recall")]
