@@ -45,7 +45,7 @@ from harness.backends import Backend
 from harness.config import PipelineConfig
 from harness.errors import ConfigError, HarnessError, StepFailed
 from harness.executor import RunRecorder, RunResult, raise_with_record, summarize
-from harness.placeholders import BASE_URI_KEY
+from harness.placeholders import CODE_URI_KEY
 from harness.report import write_report_safely
 from harness.runs import RunRecord, RunStore, StepRecord, new_run_id
 from harness.stages import GLUE_JOBS
@@ -60,12 +60,13 @@ def build_context(wf, cfg: PipelineConfig, setup: CloudSetup, run_id: str | None
                             poll_seconds=cfg.cloud.poll_seconds)
 
 
-def deploy_workflow(wf, cfg: PipelineConfig, setup: CloudSetup, run_id: str
-                    ) -> tuple[dict[str, str], str]:
-    """Upload the code under the run's prefix, create or update the Glue jobs and the
+def deploy_workflow(wf, cfg: PipelineConfig, setup: CloudSetup, run_id: str, *,
+                    reuse: bool = False) -> tuple[dict[str, str], str]:
+    """Upload the code under the run's prefix (with ``reuse``: unless an earlier run
+    uploaded the same code, ``setup.code_uri``), create or update the Glue jobs and the
     state machine (idempotent); return ({Glue job: created|updated}, state machine ARN)."""
     ctx = build_context(wf, cfg, setup, run_id)
-    code_uris = setup.stage_code(wf.code(), setup.base_uri(run_id))
+    code_uris = setup.stage_code(wf.code(), setup.base_uri(run_id), reuse=reuse)
     registry = setup.create([r for s in wf.steps for r in s.setup_requests(code_uris, ctx)],
                             run_id)
     jobs = {name: body["_action"] for name, body in registry.get(GLUE_JOBS, {}).items()}
@@ -152,14 +153,15 @@ class CloudBackend(Backend):
 
         try:
             on_client(wf.before_steps())
-            jobs, state_machine = deploy_workflow(wf, cfg, setup, run_id)
-            say(f"code uploaded to {doc[BASE_URI_KEY]}/code; "
+            jobs, state_machine = deploy_workflow(wf, cfg, setup, run_id, reuse=True)
+            say((setup.code_skipped or f"code uploaded to {setup.code_uri}") + "; "
                 + "".join(f"Glue job {n} {a}; " for n, a in jobs.items())
                 + f"state machine {state_machine}")
             doc = execution_input(wf, run_id=run_id, bucket=setup.bucket,
                                   prefix=setup.run_prefix(run_id), inputs=inputs,
                                   before={s.state_id: outputs[s.state_id]
                                           for s in wf.before_steps()})
+            doc[CODE_URI_KEY] = setup.code_uri
             execution_arn = start_execution(cfg, session, state_machine, run_id, doc)
             execution.update(state_machine=state_machine, execution=execution_arn, input=doc)
             write_json_atomic(run_dir / "execution.json", execution)

@@ -10,6 +10,7 @@ injectable for tests.
 """
 from __future__ import annotations
 
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -47,6 +48,8 @@ class CloudSetup(BackendSetup):
         self._session = session
         self._outputs = outputs
         self._images = CloudImages(cfg)
+        self.code_uri: str | None = None  # where stage_code put (or found) the code
+        self.code_skipped: str | None = None  # what stage_code did not upload, and why
 
     def check(self) -> None:
         """Credentials and the stack, before the run creates anything (also its record)."""
@@ -92,26 +95,44 @@ class CloudSetup(BackendSetup):
     def base_uri(self, run_id: str, run_dir: Path | None = None) -> str:
         return f"s3://{self.bucket}/{self.run_prefix(run_id)}"
 
-    def stage_code(self, assets: list[CodeAsset], base_uri: str) -> dict[str, str]:
+    def stage_code(self, assets: list[CodeAsset], base_uri: str, *,
+                   reuse: bool = False) -> dict[str, str]:
         """Upload every code asset under ``<base_uri>/code/`` (a folder asset file by file,
-        a ``tar`` asset packed as sourcedir.tar.gz first)."""
+        a ``tar`` asset packed as sourcedir.tar.gz first). With ``reuse`` (and the cache
+        on), code with the same content as an earlier run's upload is not uploaded: the
+        URIs are that upload's (``cloud_runners.upload_reuse``). ``code_uri`` is then where
+        the code is, ``code_skipped`` says what was not uploaded."""
+        from cloud_runners.upload_reuse import index_for, relative_files, skipped_message
+
         s3 = aws.client(self.session, "s3", self.cfg)
-        out: dict[str, str] = {}
+        code_uri = uris.join(base_uri, "code")
         with tempfile.TemporaryDirectory(prefix="mlharness-code-") as tmp:
-            for i, asset in enumerate(assets):
-                uri = uris.join(base_uri, "code", asset.target)
+            root = Path(tmp) / "code"
+            for asset in assets:
+                staged = root / asset.target
+                staged.parent.mkdir(parents=True, exist_ok=True)
                 if asset.pack == "tar":
-                    archive = pack_source_dir(asset.source, Path(tmp) / f"{i}-sourcedir.tar.gz")
-                    aws.upload_file(s3, archive, uri)
+                    pack_source_dir(asset.source, staged)  # deterministic bytes
                 elif asset.pack == "dir":
                     from harness.local_setup import copy_tree
-                    staged = Path(tmp) / f"{i}-dir"
                     copy_tree(asset.source, staged)
-                    aws.upload_dir(s3, staged, uri)
                 else:
-                    aws.upload_file(s3, asset.source, uri)
-                out[asset.target] = uri
-        return out
+                    shutil.copyfile(asset.source, staged)
+            files = relative_files(root) if root.exists() else []
+            index = index_for(s3, code_uri, self.cfg)
+            index.enabled = index.enabled and reuse and bool(files)
+            digest, earlier = index.find("code", files)
+            self.code_skipped = None
+            if earlier:
+                code_uri = earlier["uri"]
+                self.code_skipped = skipped_message("code", earlier, files)
+            else:
+                for rel, path in files:
+                    aws.upload_file(s3, path, uris.join(code_uri, rel))
+                if reuse and files:
+                    index.remember("code", digest, code_uri, files, code_uri.split("/")[-2])
+        self.code_uri = code_uri
+        return {asset.target: uris.join(code_uri, asset.target) for asset in assets}
 
     def create(self, requests: list[SetupRequest], run_id: str) -> dict[str, dict[str, Any]]:
         """Create or update what the steps name (the Glue jobs); the registry of bodies."""

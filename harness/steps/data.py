@@ -67,9 +67,13 @@ class PrepareDataStep(Step):
         return [cache] if cache.is_dir() and any(cache.iterdir()) else None
 
     def facts(self, output: dict[str, Any]) -> dict[str, Any]:
-        return {"data source": f"{output.get('Source')} ({output.get('SourceLocation')})",
-                "examples": ", ".join(f"{k} {v}" for k, v in (output.get("Counts") or {}).items()),
-                "raw data": output.get("RawUri")}
+        facts = {"data source": f"{output.get('Source')} ({output.get('SourceLocation')})",
+                 "examples": ", ".join(f"{k} {v}" for k, v in
+                                       (output.get("Counts") or {}).items()),
+                 "raw data": output.get("RawUri")}
+        if output.get("UploadSkipped"):  # the cloud runner reused an earlier upload
+            facts["upload skipped"] = output["UploadSkipped"]
+        return facts
 
     def creates(self, request: dict[str, Any]) -> list[tuple[str, str]]:
         return [("S3 objects", f"raw splits under {request['OutputUri']}")]
