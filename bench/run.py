@@ -6,7 +6,9 @@ Not part of the tests. Each goal comes from the foundation issue:
   - trainer throughput / bare model.fit of the same model on the same data (goal >= 0.95),
   - accuracy on held-out sample digits and on the real MNIST test set (goal >= 0.95 each),
   - tuning (bench/tune_bench.py): the tuner's overhead, the best trial against the default
-    hyperparameters, and the trial-epochs early stopping saves.
+    hyperparameters, and the trial-epochs early stopping saves,
+  - the step cache (bench/cache_bench.py): a fully cached re-run (< 5 s) and a re-run
+    after one hyperparameter change (<= the train step + 8 s).
 """
 from __future__ import annotations
 
@@ -92,6 +94,8 @@ BENCHES: dict[str, tuple[str, str | None, str]] = {
                "tuning: 8 trials, 2 at a time; early stopping"),
     "drift": ("drift", "bench.drift_bench:bench_drift",
               "drift monitoring: detection power, false alarms, speed"),
+    "cache": ("cache", "bench.cache_bench:bench_cache",
+              "step cache: a fully cached re-run, one hyperparameter changed"),
 }
 
 
@@ -160,6 +164,9 @@ def main(argv: list[str] | None = None) -> int:
             t["epochs_saved"] >= 0.25 and abs(t["auto_best"] - t["best_objective"]) <= 0.005)
     if "drift" in results:
         drift_rows(results["drift"], row)
+    if "cache" in results:
+        from bench.cache_bench import rows as cache_rows
+        cache_rows(results["cache"], row)
     console.print(table)
     console.print(f"Written: {out}")
     return 0

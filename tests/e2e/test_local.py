@@ -29,12 +29,9 @@ def local(uri: str) -> Path:
 
 
 @pytest.fixture(scope="module")
-def good_run(tmp_path_factory):
-    runs = tmp_path_factory.mktemp("runs")
-    proc = harness("run", "--data", "fixture", "--runs-dir", str(runs))
-    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
-    (run_id,) = [p.name for p in runs.iterdir() if not p.name.startswith(".")]  # .cache
-    return runs, run_id, proc
+def good_run(default_run):
+    """The session's default run (tests/e2e/conftest.py)."""
+    return default_run
 
 
 STEPS = ["prepare", "etl", "train", "evaluate", "gate", "model", "endpoint-config",
