@@ -9,7 +9,10 @@ A step's **key** is the SHA-256 of:
   its content digest -- the data it reads, the earlier steps' outputs, the staged code
   (the Glue script, the training ``sourcedir.tar.gz``, the processing code); by content,
   never by path, so a reused earlier output counts the same as a fresh one. A path that
-  does not exist yet (what the step will write) counts by its name;
+  does not exist yet (what the step will write) counts by its name. Spark's output counts
+  by what it holds: a Parquet file by its schema and rows (parquet-mr does not write the
+  same bytes twice for the same rows: the order of a column's encodings varies), a part
+  file's name without the write's UUID (``part-00000-<uuid>-c000...``);
 - the content of the local inputs the request does not name as URIs (the data folder a
   prepare step reads: ``Step.cache_inputs``);
 - the step kind and the versions its result depends on: Python, TensorFlow, PySpark.
@@ -25,6 +28,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import sys
 import uuid
 from functools import lru_cache
@@ -72,19 +76,51 @@ def _normalised(value: Any, base: str, run_id: str) -> Any:
     return value
 
 
+_SPARK_PART = re.compile(r"^(part-\d+)-[0-9a-f]{8}(?:-[0-9a-f]{4}){3}-[0-9a-f]{12}(.*)$")
+
+
+def _name_key(rel: str) -> str:
+    """A relative file name as the digest counts it: Spark's per-write UUID left out."""
+    head, _, name = rel.rpartition("/")
+    name = _SPARK_PART.sub(r"\1\2", name)
+    return f"{head}/{name}" if head else name
+
+
+def _parquet_rows(path: Path) -> bytes | None:
+    """A Parquet file's schema and rows as Arrow IPC bytes (None if it cannot be read:
+    then its bytes count)."""
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(path).combine_chunks()
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+        return sink.getvalue().to_pybytes()
+    except Exception:  # noqa: BLE001 - not readable as Parquet: its bytes count
+        return None
+
+
 def content_digest(path: Path) -> str:
-    """SHA-256 of a file's bytes, or of a folder's files (relative names and bytes, in
-    order; hidden files and folders left out)."""
+    """SHA-256 of a file's content, or of a folder's files (relative names and contents,
+    in order; hidden files and folders left out). Parquet files count by schema and
+    rows, Spark part-file names without their UUID (module doc)."""
     h = hashlib.sha256()
     files = [path] if path.is_file() else sorted(
-        p for p in path.rglob("*") if p.is_file()
-        and not any(part.startswith(".") for part in p.relative_to(path).parts))
+        (p for p in path.rglob("*") if p.is_file()
+         and not any(part.startswith(".") for part in p.relative_to(path).parts)),
+        key=lambda p: _name_key(p.relative_to(path).as_posix()))
     for f in files:
         if f != path:
-            h.update(f.relative_to(path).as_posix().encode() + b"\0")
-        with open(f, "rb") as fh:
-            for chunk in iter(lambda: fh.read(_CHUNK), b""):
-                h.update(chunk)
+            h.update(_name_key(f.relative_to(path).as_posix()).encode() + b"\0")
+        rows = _parquet_rows(f) if f.suffix == ".parquet" else None
+        if rows is not None:
+            h.update(b"parquet-rows\0" + hashlib.sha256(rows).digest())
+        else:
+            with open(f, "rb") as fh:
+                for chunk in iter(lambda: fh.read(_CHUNK), b""):
+                    h.update(chunk)
         h.update(b"\0")
     return h.hexdigest()
 

@@ -247,3 +247,42 @@ def test_monitor_sees_no_drift_in_the_runs_traffic_and_drift_in_inverted_digits(
     assert {"mean_intensity", "ink_mass"} <= names, names
     assert all(v["constraint_check_type"] == "baseline_drift_check" for v in violations)
     assert (latest / "drift.png").stat().st_size > 10_000
+
+
+@pytest.mark.slow
+def test_a_rerun_reuses_what_did_not_change_and_an_edited_glue_script_reruns_the_etl(
+        good_run, tmp_path):
+    """The step cache on the real pipeline (after the other tests of this run folder):
+    nothing changed -> prepare, ETL, training and evaluation reused, the endpoint served
+    again with the same accuracy; one byte more in the Glue script -> the ETL runs again,
+    and what it writes being the same, training stays reused."""
+    runs, run_id, first = good_run
+
+    def newest() -> str:
+        return max(p.name for p in runs.iterdir() if not p.name.startswith("."))
+
+    def statuses(rid: str) -> dict[str, str]:
+        record = json.loads((runs / rid / "record.json").read_text())
+        return {s["name"]: s["status"] for s in record["steps"]}
+
+    def accuracy(rid: str) -> float:
+        return json.loads((runs / rid / "summary.json").read_text())["metrics"][
+            "endpoint accuracy"]
+
+    again = harness("run", "--data", "fixture", "--runs-dir", str(runs))
+    assert again.returncode == 0, again.stdout[-3000:]
+    rerun = newest()
+    done = statuses(rerun)
+    assert [done[s] for s in ("prepare", "etl", "train", "evaluate")] == ["REUSED"] * 4
+    assert done["endpoint"] == done["infer"] == "SUCCEEDED"
+    assert "cached from" in again.stdout
+    assert accuracy(rerun) == accuracy(run_id)
+
+    script = tmp_path / "mnist_etl.py"
+    script.write_text((ROOT / "glue_etl" / "mnist_etl.py").read_text() + "\n# edited\n")
+    edited = harness("run", "--data", "fixture", "--runs-dir", str(runs),
+                     "--set", f"etl.script={script}")
+    assert edited.returncode == 0, edited.stdout[-3000:]
+    done = statuses(newest())
+    assert (done["prepare"], done["etl"]) == ("REUSED", "SUCCEEDED"), done
+    assert (done["train"], done["evaluate"]) == ("REUSED", "REUSED"), done

@@ -104,3 +104,36 @@ def test_no_cache_runs_everything_and_an_unknown_step_is_an_error(env):
     with pytest.raises(ConfigError) as e:
         run(env, **{"cache.skip_steps": ["nope"]})
     assert "--no-cache-step" in str(e.value) and "copy" in str(e.value)
+
+
+def test_spark_output_counts_by_its_rows_not_its_bytes_or_part_names(tmp_path):
+    """parquet-mr writes the same rows as different bytes (the order of a column's
+    encodings varies) under a new UUID each write: the digest sees the same content."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from harness.step_cache import content_digest
+
+    table = pa.table({"label": [1, 2, 3], "pixels": [[0.0, 0.5], [1.0, 0.25], [0.1, 0.2]]})
+    uuid_a, uuid_b = "8033f8a7-87be-4fc2-9b50-eb4b3276fdd7", "d86afdb3-b6f7-42fd-966a-9899e1734f3a"
+    a, b, c = (tmp_path / n / "train" for n in "abc")
+    for folder in (a, b, c):
+        folder.mkdir(parents=True)
+        (folder / "_SUCCESS").write_bytes(b"")
+    pq.write_table(table, a / f"part-00000-{uuid_a}-c000.snappy.parquet", compression="snappy")
+    pq.write_table(table, b / f"part-00000-{uuid_b}-c000.snappy.parquet", compression="zstd")
+    assert (a / f"part-00000-{uuid_a}-c000.snappy.parquet").read_bytes() != \
+        (b / f"part-00000-{uuid_b}-c000.snappy.parquet").read_bytes()
+    assert content_digest(a.parent) == content_digest(b.parent)
+    # one value changed, or another part number: another digest
+    changed = table.set_column(0, "label", pa.array([1, 2, 4]))
+    pq.write_table(changed, c / f"part-00000-{uuid_a}-c000.snappy.parquet")
+    assert content_digest(c.parent) != content_digest(a.parent)
+    (c / f"part-00000-{uuid_a}-c000.snappy.parquet").rename(
+        c / f"part-00001-{uuid_a}-c000.snappy.parquet")
+    pq.write_table(table, c / f"part-00001-{uuid_a}-c000.snappy.parquet")
+    assert content_digest(c.parent) != content_digest(a.parent)
+    # a file that is not Parquet inside counts by its bytes
+    (a / "notes.parquet").write_bytes(b"not parquet")
+    (b / "notes.parquet").write_bytes(b"not parquet!")
+    assert content_digest(a.parent) != content_digest(b.parent)
