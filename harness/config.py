@@ -47,6 +47,12 @@ class EtlConfig(_Section):
     shuffle_partitions: int = Field(4, ge=1)
     worker_type: Literal["G.1X", "G.2X", "G.4X", "G.8X", "G.025X"] = "G.1X"
     number_of_workers: int = Field(2, ge=2)
+    runner: Literal["auto", "spark", "glue-compat", "glue-container"] = Field(
+        "auto", description="how the local backend runs the job script: spark (plain "
+        "PySpark), glue-compat (awsglue GlueContext/DynamicFrame/Job/transforms emulated "
+        "over PySpark), glue-container (AWS's Glue image; planned, needs Docker); auto = "
+        "glue-compat when the script imports awsglue.context, .job, .dynamicframe or "
+        ".transforms, else spark")
 
 
 class MetricDefinition(_Section):

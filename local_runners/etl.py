@@ -3,8 +3,16 @@
 The request is the Glue ``StartJobRun`` body (``JobName``, ``Arguments``); the job itself is
 the ``CreateJob`` body registered at bootstrap (``ctx.glue_jobs``), whose
 ``Command.ScriptLocation`` is the script. The script runs in-process, as ``__main__``, with
-``sys.argv`` built the way Glue builds it. The output directory appears only when the run
-succeeds: the script writes into a temporary sibling that is renamed into place.
+``sys.argv`` built the way Glue builds it. When the run has an ``--output_uri`` (our own
+scripts' convention) the output directory appears only when the run succeeds: the script
+writes into a temporary sibling that is renamed into place, and the ``_report/`` it writes
+there becomes the output's ``Report``. Other scripts run with their arguments as given
+(``Report`` is then empty).
+
+``etl.runner`` picks how the script runs: ``spark`` (plain PySpark), ``glue-compat`` (the
+``awsglue`` GlueContext/DynamicFrame/Job/transforms emulated over PySpark, see
+``local_runners.glue_compat``), ``glue-container`` (planned) or ``auto``: glue-compat when
+the script imports from awsglue.context, .job, .dynamicframe or .transforms, else spark.
 """
 from __future__ import annotations
 
@@ -20,10 +28,15 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from harness import uris
-from harness.errors import HarnessError, StepFailed
+from harness.errors import ConfigError, HarnessError, StepFailed
 from harness.stages import StageContext, StageRunner
 from harness.storage import atomic_dir
+from local_runners import glue_compat
 from local_runners.spark_session import get_spark, interrupt_count, stop_spark
+
+# The runner that stands for etl.runner: auto / spark (glue-compat when the script uses
+# awsglue's GlueContext, Job, DynamicFrame or transforms).
+SPARK, GLUE_COMPAT, GLUE_CONTAINER = "spark", "glue-compat", "glue-container"
 
 
 class _LogWriter(io.TextIOBase):
@@ -113,9 +126,35 @@ def registered_glue_job(name: str, ctx: StageContext) -> dict[str, Any]:
     return job
 
 
+def select_runner(configured: str, script: Path) -> str:
+    """``etl.runner`` for ``script``: ``auto`` becomes glue-compat when the script imports
+    from awsglue.context, awsglue.job, awsglue.dynamicframe or awsglue.transforms (found
+    with ``ast``), else spark."""
+    if configured != "auto":
+        return configured
+    try:
+        source = script.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return SPARK
+    return GLUE_COMPAT if glue_compat.uses_glue_api(source) else SPARK
+
+
+def _bookmark_warning(arguments: dict[str, Any], ctx: StageContext) -> None:
+    option = arguments.get("--job-bookmark-option")
+    if option and option != "job-bookmark-disable":
+        ctx.log.warning("--job-bookmark-option %s: job bookmarks are not kept locally; "
+                        "every local run reads all of its input (as job-bookmark-disable)",
+                        option)
+
+
 class LocalEtlRunner(StageRunner):
     kind = "etl"
 
+    def __init__(self, path_resolver: glue_compat.Resolver | None = None):
+        # How glue-compat scripts' paths are read and written (default: plain paths and
+        # file:// URIs; s3:// fails, naming the path). The emulator backend will install
+        # one that maps s3:// to its buckets.
+        self.path_resolver = path_resolver
 
     def _script(self, job: dict[str, Any], ctx: StageContext) -> Path:
         location = (job.get("Command") or {}).get("ScriptLocation")
@@ -132,35 +171,41 @@ class LocalEtlRunner(StageRunner):
         name = request.get("JobName")
         job = registered_glue_job(name, ctx)
         script = self._script(job, ctx)
+        runner = select_runner(ctx.config.etl.runner, script)
+        if runner == GLUE_CONTAINER:
+            raise ConfigError(
+                "etl.runner: glue-container is planned but not built yet: it will run the "
+                "script in AWS's Glue image (public.ecr.aws/glue/aws-glue-libs) and needs "
+                "Docker", field="etl.runner",
+                expected="auto, spark or glue-compat (the awsglue classes over local Spark)")
         arguments = {**(job.get("DefaultArguments") or {}), **(request.get("Arguments") or {})}
         output_uri = arguments.get("--output_uri")
-        if not output_uri:
-            raise StepFailed(ctx.step, "the job run has no output location",
-                             field="Arguments.--output_uri", expected="a file:// URI")
-        out_dir = uris.local_path(output_uri)
-        if out_dir.exists():
+        out_dir = uris.local_path(output_uri) if output_uri else None
+        if out_dir is not None and out_dir.exists():
             raise StepFailed(ctx.step, "the ETL output already exists; refusing to overwrite it",
                              file=str(out_dir), hint="earlier runs are never modified")
+        if runner == GLUE_COMPAT:
+            _bookmark_warning(arguments, ctx)
 
         run_id = "jr_" + secrets.token_hex(32)
         started = _now()
         t0 = time.monotonic()
-        ctx.log.info("Glue job %s run %s: script %s", name, run_id, script)
+        ctx.log.info("Glue job %s run %s: script %s (runner %s)", name, run_id, script, runner)
+        report: dict[str, dict[str, int]] = {}
         with ctx.progress.task(f"Glue job {name} (local Spark)", total=None):
-            get_spark(ctx.config)  # the script's getOrCreate() picks this session up
+            spark = get_spark(ctx.config)  # the script's getOrCreate() picks this session up
             try:
-                with atomic_dir(out_dir) as tmp:
-                    run_args = {**arguments, "--output_uri": uris.file_uri(tmp)}
-                    try:
-                        self._run_script(script, name, run_id, run_args, ctx)
-                    except KeyboardInterrupt:
-                        # stop Spark before atomic_dir removes the temporary output: no
-                        # task may still be writing into it
-                        ctx.log.warning("Glue job %s run %s interrupted; stopping Spark",
-                                        name, run_id)
-                        stop_spark()
-                        raise
-                    report = _read_report(tmp)
+                if out_dir is None:
+                    self._run_interruptible(script, name, run_id, arguments, runner, spark,
+                                            ctx)
+                else:
+                    with atomic_dir(out_dir) as tmp:
+                        run_args = {**arguments, "--output_uri": uris.file_uri(tmp)}
+                        # stop Spark before atomic_dir removes the temporary output on
+                        # Ctrl-C: no task may still be writing into it
+                        self._run_interruptible(script, name, run_id, run_args, runner,
+                                                spark, ctx)
+                        report = _read_report(tmp)
             except StepFailed:
                 raise
             except HarnessError as e:  # atomic_dir refusing, etc.
@@ -168,7 +213,7 @@ class LocalEtlRunner(StageRunner):
         seconds = time.monotonic() - t0
         for split, counts in report.items():
             ctx.log.info("split %s: %s", split, counts)
-        return {
+        out = {
             "Id": run_id,
             "JobName": name,
             "JobRunState": "SUCCEEDED",
@@ -177,9 +222,36 @@ class LocalEtlRunner(StageRunner):
             "CompletedOn": _now().isoformat(),
             "ExecutionTime": int(round(seconds)),
             "GlueVersion": job.get("GlueVersion"),
-            "OutputUri": output_uri,
-            "Report": report,
         }
+        if output_uri:
+            out["OutputUri"] = output_uri
+        out["Report"] = report
+        return out
+
+    def _run_interruptible(self, script: Path, name: str, run_id: str,
+                           arguments: dict[str, str], runner: str, spark: Any,
+                           ctx: StageContext) -> None:
+        try:
+            if runner == GLUE_COMPAT:
+                self._run_compat(script, name, run_id, arguments, spark, ctx)
+            else:
+                self._run_script(script, name, run_id, arguments, ctx)
+        except KeyboardInterrupt:
+            ctx.log.warning("Glue job %s run %s interrupted; stopping Spark", name, run_id)
+            stop_spark()
+            raise
+
+    def _run_compat(self, script: Path, name: str, run_id: str, arguments: dict[str, str],
+                    spark: Any, ctx: StageContext) -> None:
+        """The script with awsglue's context, job, dynamicframe and transforms modules
+        replaced by the compatibility layer. A script that never calls job.commit() still
+        succeeds, as on Glue (bookmarks off); the step log says so."""
+        with glue_compat.installed(spark, self.path_resolver, log=ctx.log) as rt:
+            self._run_script(script, name, run_id, arguments, ctx)
+        if rt.commits == 0:
+            ctx.log.warning("Glue script %s never called job.commit(): Glue does not fail "
+                            "the run for that, but with job bookmarks enabled the bookmark "
+                            "would not advance", script.name)
 
     def _run_script(self, script: Path, name: str, run_id: str, arguments: dict[str, str],
                     ctx: StageContext) -> None:
