@@ -55,7 +55,7 @@ local-run: $(STAMP)
 run: local-run
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q $(ARGS)
+	$(BIN)/python -m pytest -q --durations=25 $(ARGS)
 
 e2e: $(STAMP)
 	$(BIN)/python -m pytest -q tests/e2e $(ARGS)
