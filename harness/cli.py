@@ -348,8 +348,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the whole pipeline")
     common(run)
     run.add_argument("--backend", help="local | emulator | cloud (default: from config)")
-    run.add_argument("--data", help="directory or URI with MNIST-format IDX files "
-                     "(default: cache, download, then the bundled sample)")
+    run.add_argument("--data", help="folder, file or s3:// prefix of MNIST IDX pairs, CSV "
+                     "or Parquet (default: cache, download, then the bundled sample)")
     run.add_argument("--resume", metavar="RUN_ID", help="reuse this run's outputs up to --from")
     run.add_argument("--from", dest="from_step", metavar="STEP",
                      help="step to resume from (default: the step that failed)")

@@ -6,8 +6,13 @@ Sources (request ``Source``):
   (offline) the bundled 5,000-digit real-MNIST sample in ``fixtures/mnist-sample``;
 - ``download``: the cache or a download, nothing else;
 - ``fixture``: the bundled sample;
+- ``s3://bucket/prefix``: the objects under the prefix, downloaded into
+  ``<CacheDir>/s3/...`` and kept up to date by ETag (``local_runners.prepare_s3``), then
+  read as a directory;
 - anything else: a directory (path or ``file://`` URI) holding IDX file pairs
-  ``<prefix>-images-idx3-ubyte[.gz]`` + ``<prefix>-labels-idx1-ubyte[.gz]``.
+  ``<prefix>-images-idx3-ubyte[.gz]`` + ``<prefix>-labels-idx1-ubyte[.gz]``; else
+  ``*.csv`` files; else ``*.parquet`` files (``local_runners.prepare_tables``); or one
+  ``.csv`` / ``.parquet`` file.
 
 Output (the ETL's input contract, see ``glue_etl/mnist_etl.py``):
 ``<OutputUri>/<split>/part-00000.parquet`` with ``label`` int32 and ``pixels``
@@ -23,13 +28,10 @@ import socket
 import urllib.error
 import urllib.request
 import uuid
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from harness import uris
 from harness.config import PROJECT_ROOT
@@ -37,6 +39,9 @@ from harness.errors import DataError
 from harness.idx import read_image_label_pair
 from harness.stages import StageContext, StageRunner
 from harness.storage import atomic_dir
+from local_runners import prepare_s3, prepare_tables as tables
+from local_runners.prepare_tables import ROW_GROUP_ROWS, raw_table  # noqa: F401 (API)
+from local_runners.prepare_tables import Pair as _Pair
 
 FIXTURE_DIR = PROJECT_ROOT / "fixtures" / "mnist-sample"
 SPLITS = ("train", "validation", "test")
@@ -51,8 +56,6 @@ MNIST_MD5 = {
 # convolution and a 2x2 pooling leave (side - 2) // 2 - 2 >= 2 pixels for the last pooling.
 # A smaller image fails only at training time, so prepare refuses it.
 MIN_IMAGE_SIDE = 10
-# Rows per Parquet row group: several groups per file let Spark read a split in parallel.
-ROW_GROUP_ROWS = 5000
 _CHUNK = 1 << 16
 _IMAGES_RE = re.compile(r"^(?P<prefix>.+)-images[-.]idx3-ubyte(?P<gz>\.gz)?$")
 _NETWORK_ERRORS = (urllib.error.URLError, http.client.HTTPException, socket.timeout,
@@ -61,15 +64,6 @@ _NETWORK_ERRORS = (urllib.error.URLError, http.client.HTTPException, socket.time
 
 class _Unreachable(Exception):
     """Every mirror failed with a network error (we are probably offline)."""
-
-
-@dataclass
-class _Pair:
-    prefix: str
-    images_path: Path
-    labels_path: Path
-    images: np.ndarray
-    labels: np.ndarray
 
 
 # ----------------------------------------------------------------------------- download
@@ -162,18 +156,26 @@ def _expected_names() -> str:
             "(e.g. train-images-idx3-ubyte.gz, t10k-labels-idx1-ubyte.gz)")
 
 
-def find_pairs(directory: Path) -> list[tuple[str, Path, Path]]:
+def _layouts() -> str:
+    return (f"{_expected_names()}; or {tables.CSV_LAYOUT}; or {tables.PARQUET_LAYOUT}; "
+            "or one .csv or .parquet file")
+
+
+def find_pairs(directory: Path, layouts: str | None = None) -> list[tuple[str, Path, Path]]:
+    """The IDX pairs of ``directory``; ``layouts``: what the errors say is expected (the
+    IDX names by default)."""
+    expected = layouts or _expected_names()
     try:
         names = sorted(os.listdir(directory))
     except FileNotFoundError:
         raise DataError("data directory not found", file=str(directory),
-                        expected=_expected_names()) from None
+                        expected=expected) from None
     except NotADirectoryError:
         raise DataError("data source is not a directory", file=str(directory),
-                        expected=f"a directory holding {_expected_names()}") from None
+                        expected=f"a directory holding {expected}") from None
     except OSError as e:
         raise DataError(f"cannot read the data directory ({e.strerror})", file=str(directory),
-                        expected=_expected_names()) from None
+                        expected=expected) from None
     images: dict[str, Path] = {}
     for name in names:
         m = _IMAGES_RE.match(name)
@@ -189,13 +191,34 @@ def find_pairs(directory: Path) -> list[tuple[str, Path, Path]]:
                             expected=f"{prefix}-labels-idx1-ubyte[.gz] in {directory}")
         pairs.append((prefix, image_path, labels))
     if not pairs:
-        raise DataError("no IDX image/label pair in the data directory", file=str(directory),
-                        expected=_expected_names(), got=names[:10])
+        raise DataError("no IDX image/label pair" + (", CSV or Parquet file" if layouts else "")
+                        + " in the data directory", file=str(directory), expected=expected,
+                        got=[n for n in names if not n.startswith(".")][:10])
     return pairs
 
 
+def _read_source(path: Path, ctx: StageContext, label_column: str
+                 ) -> tuple[list[_Pair], str]:
+    """IDX pairs when the directory has any, else its CSV files, else its Parquet files
+    (or the one .csv / .parquet file ``path``); and what was read, for the user."""
+    files = []
+    if path.is_file() and path.suffix.lower() in tables.TABLE_SUFFIXES:
+        files = [path]
+    elif path.is_dir():
+        try:
+            if not any(_IMAGES_RE.match(n) for n in os.listdir(path)):
+                files = tables.table_files(path)
+        except OSError:
+            pass  # find_pairs names the problem
+    if not files:
+        return _read_pairs(path, ctx), "IDX files"
+    pairs = tables.read_tables(files, ctx, MIN_IMAGE_SIDE, label_column)
+    kind = "CSV" if files[0].suffix.lower() == ".csv" else "Parquet"
+    return pairs, f"{kind} file{'s' if len(files) > 1 else ''}"
+
+
 def _read_pairs(directory: Path, ctx: StageContext) -> list[_Pair]:
-    found = find_pairs(directory)
+    found = find_pairs(directory, _layouts())
     pairs = []
     with ctx.progress.task("read IDX files", total=len(found)) as bar:
         for prefix, images_path, labels_path in found:
@@ -217,52 +240,6 @@ def _read_pairs(directory: Path, ctx: StageContext) -> list[_Pair]:
                             f"like {first.images_path.name}",
                             got=f"{p.images.shape[1]}x{p.images.shape[2]}")
     return pairs
-
-
-def _num_classes(pairs: list[_Pair]) -> int:
-    """K = max label + 1; every class 0..K-1 must occur, K >= 2, no label may be negative."""
-    files = " + ".join(str(p.labels_path) for p in pairs)
-    for p in pairs:
-        if p.labels.min() < 0:
-            raise DataError("negative class label", file=str(p.labels_path),
-                            expected="labels 0..K-1",
-                            got=f"label values {_short(np.unique(p.labels).tolist())}")
-    values = np.unique(np.concatenate([np.unique(p.labels) for p in pairs]).astype(np.int64))
-    if len(values) < 2:
-        raise DataError(f"the labels hold a single class ({int(values[0])}); a classifier "
-                        "needs at least two", file=files,
-                        expected="labels 0..K-1 with K >= 2, each class occurring",
-                        got=f"label values {values.tolist()}")
-    k = int(values[-1]) + 1
-    if k > len(values):  # not every class 0..K-1 occurs
-        raise DataError("labels out of range: the classes must be 0..K-1 with every class "
-                        f"present (K = max label + 1 = {k}, missing {_missing(values, k)})",
-                        file=files, expected="labels 0..K-1, K >= 2, each class occurring",
-                        got=f"label values {_short(values.tolist())}")
-    return k
-
-
-def _missing(values: np.ndarray, k: int, limit: int = 12) -> str:
-    """The classes of 0..k-1 absent from the sorted unique ``values``, for a message,
-    without building 0..k-1 (a label of 2**31 - 1 would need gigabytes)."""
-    count = k - len(values)
-    head = np.setdiff1d(np.arange(min(k, len(values) + limit + 1)), values)
-    if count <= limit:
-        return str(head.tolist())
-    tail = np.setdiff1d(np.arange(max(0, k - len(values) - limit - 1), k), values)
-    return _short([*head[: limit // 2].tolist(), *tail[-(limit // 2):].tolist()], limit,
-                  total=count)
-
-
-def _short(values: list[int], limit: int = 12, total: int | None = None) -> str:
-    """A list for a message: in full when short, else its ends and its length (``total``
-    when ``values`` holds only the ends already)."""
-    total = len(values) if total is None else total
-    if total <= limit:
-        return str(values)
-    head = ", ".join(map(str, values[: limit // 2]))
-    tail = ", ".join(map(str, values[-limit // 2:]))
-    return f"[{head}, ..., {tail}] ({total} values)"
 
 
 def _split_indices(labels: np.ndarray, fractions: dict[str, float], rng: np.random.Generator
@@ -329,29 +306,6 @@ def check_test_split(splits: dict[str, tuple[np.ndarray, np.ndarray]], num_class
                         "data.min_test_per_class)")
 
 
-# ----------------------------------------------------------------------------- writing
-
-
-def raw_table(images: np.ndarray, labels: np.ndarray) -> pa.Table:
-    """The raw-format table: label int32, pixels list<int32> (row-major H*W values)."""
-    n, h, w = images.shape
-    flat = pa.array(images.reshape(-1).astype(np.int32, copy=False))
-    offsets = pa.array(np.arange(0, n * h * w + 1, h * w, dtype=np.int32))
-    return pa.table({"label": pa.array(labels.astype(np.int32, copy=False)),
-                     "pixels": pa.ListArray.from_arrays(offsets, flat)})
-
-
-def write_raw(out_dir: Path, splits: dict[str, tuple[np.ndarray, np.ndarray]],
-              ctx: StageContext) -> None:
-    with ctx.progress.task("write raw splits", total=len(splits)) as bar:
-        for name in SPLITS:
-            images, labels = splits[name]
-            (out_dir / name).mkdir()
-            pq.write_table(raw_table(images, labels), out_dir / name / "part-00000.parquet",
-                           row_group_size=ROW_GROUP_ROWS, compression="snappy")
-            bar.advance()
-
-
 # ----------------------------------------------------------------------------- the runner
 
 
@@ -360,15 +314,20 @@ class LocalPrepareRunner(StageRunner):
 
     def _resolve(self, request: dict[str, Any], ctx: StageContext
                  ) -> tuple[str, Path, str, str]:
-        """Return (source kind, directory to read, description, note for the user)."""
+        """Return (source kind, directory to read, description, note for the user); the
+        description of a directory or S3 source starts with "in": the format goes first."""
         source = str(request.get("Source", "auto"))
         if source == "fixture":
             return "fixture", FIXTURE_DIR, "bundled real-MNIST sample fixtures/mnist-sample", \
                 "as requested"
+        cache = Path(os.path.expanduser(str(request.get("CacheDir", "~/.cache/mlharness/mnist"))))
+        if prepare_s3.is_s3(source):
+            local = prepare_s3.fetch(source, cache, ctx.config,
+                                     float(request.get("DownloadTimeoutSeconds", 10)), ctx)
+            return "s3", local, f"in {source} (local copy {local})", ""
         if source not in ("auto", "download"):
             path = uris.local_path(source) if "://" in source else Path(source).expanduser()
-            return "directory", path, f"IDX files in {path}", ""
-        cache = Path(os.path.expanduser(str(request.get("CacheDir", "~/.cache/mlharness/mnist"))))
+            return "directory", path, f"in {path}", ""
         checksums = dict(request.get("Checksums") or MNIST_MD5)
         if _cached(cache, checksums, ctx):
             return "cache", cache, f"MNIST from the local cache {cache}", ""
@@ -395,17 +354,19 @@ class LocalPrepareRunner(StageRunner):
                             file=str(out_dir), hint="earlier runs are never modified")
         seed = int(request.get("Seed", 42))
         kind, directory, description, note = self._resolve(request, ctx)
-        pairs = _read_pairs(directory, ctx)
+        pairs, what = _read_source(directory, ctx, str(request.get("LabelColumn", "label")))
+        if kind in ("directory", "s3"):
+            description = f"{what} {description}"
         total = sum(len(p.labels) for p in pairs)
         ctx.announce(f"DATA SOURCE: {description} ({total:,} digits)"
                      + (f" - {note}" if note else ""))
-        num_classes = _num_classes(pairs)
+        num_classes = tables.num_classes(pairs)
         splits = _make_splits(pairs, float(request.get("ValidationFraction", 0.1)),
                               float(request.get("TestFraction", 0.1)), seed, ctx)
         check_test_split(splits, num_classes, int(request.get("MinTestPerClass", 0)),
                          " + ".join(str(p.images_path) for p in pairs))
         with atomic_dir(out_dir) as tmp:
-            write_raw(tmp, splits, ctx)
+            tables.write_raw(tmp, splits, ctx, SPLITS)
         height, width = pairs[0].images.shape[1:]
         counts = {name: int(len(splits[name][1])) for name in SPLITS}
         ctx.log.info("raw splits written to %s: %s", output_uri, counts)
@@ -418,4 +379,5 @@ class LocalPrepareRunner(StageRunner):
             "NumClasses": num_classes,
             "Counts": counts,
             "Seed": seed,
+            **({"SourceUri": request["Source"]} if kind == "s3" else {}),
         }

@@ -54,13 +54,17 @@ class PrepareDataStep(Step):
 
     def cache_inputs(self, request: dict[str, Any]) -> list[Any] | None:
         """The files read: the bundled sample, the directory, or the download cache (when
-        it holds files; else the run may download, and is not cached)."""
+        it holds files; else the run may download, and is not cached). An ``s3://``
+        source is not cached here: its objects may change; the prepare runner keeps its
+        own copy, checked by ETag (``local_runners.prepare_s3``)."""
         from harness import uris
         from harness.config import PROJECT_ROOT
 
         source = str(request.get("Source", "auto"))
         if source == "fixture":
             return [PROJECT_ROOT / "fixtures" / "mnist-sample"]
+        if source.startswith("s3://"):
+            return None
         if source not in ("auto", "download"):
             return [uris.local_path(source) if "://" in source else Path(source).expanduser()]
         cache = Path(str(request.get("CacheDir", ""))).expanduser()
