@@ -127,5 +127,12 @@ def test_it_succeeds_on_the_emulator_and_its_gate_stops_it_when_unmet(cfg):
     events = json.loads((ok.run_dir / "execution.json").read_text())["events"]
     assert [e["step"] for e in events if e["type"] == "TaskScheduled"] == [
         "stats", "publish", "enough-rows"]
-    with pytest.raises(StepFailed, match=r"train_rows = 4000 does not meet the gate \(required >= 100000\)"):
+    with pytest.raises(StepFailed, match=r"train_rows = 4000 does not meet the gate \(required >= 100000\)") as e:
         workflow(min_rows=100_000).run("emulator", config=cfg)
+    # the state machine took the gate's Fail branch (GateNotPassed) and stopped there
+    record = e.value.run_record
+    assert record.failed_step == "enough-rows" and "GateNotPassed" in str(e.value)
+    events = json.loads((cfg.runs_path() / record.run_id / "execution.json").read_text())
+    entered = [ev["step"] for ev in events["events"] if ev["type"].endswith("StateEntered")]
+    assert entered == ["stats", "publish", "enough-rows", "enough-rows-check",
+                       "enough-rows-failed"], entered

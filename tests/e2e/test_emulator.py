@@ -1,8 +1,8 @@
 """The default pipeline on the embedded emulator, as `harness run --backend emulator` runs
 it: the compiled state machine on moto's Step Functions, the Glue, training, processing
 and hosting calls bridged to the local runners, the test split through sagemaker-runtime
-``InvokeEndpoint``. One successful run (module fixture) serves most assertions; a second
-run with an impossible gate on ``macro_recall`` stops at the gate.
+``InvokeEndpoint``. One successful run (module fixture) serves the assertions; a gate
+that is not met stopping the execution on the emulator is tests/e2e/test_custom_step_kind.py's.
 """
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import os
 import pytest
 
 from harness.config import load_config
-from harness.errors import StepFailed
 from harness.workflow import load_workflow
 
 pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings(
@@ -96,30 +95,6 @@ def test_the_endpoint_answers_as_the_evaluation_and_the_training_job(run):
     assert result.output("infer")["Count"] == 500
     final = {m["MetricName"]: m["Value"] for m in result.output("train")["FinalMetricDataList"]}
     assert final["test:accuracy"] == pytest.approx(accuracy, abs=1e-4)
-
-
-def test_an_impossible_gate_on_macro_recall_stops_the_execution_at_the_gate(tmp_path):
-    from cloud_runners import images
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(images, "IMAGE_CACHE", tmp_path / "image_uris.json")
-        cfg = config(tmp_path, **{"evaluate.metric": "macro_recall",
-                                  "evaluate.threshold": 1.0,
-                                  "train.hyperparameters.epochs": 1})
-        with pytest.raises(StepFailed) as e:
-            load_workflow(cfg.pipeline, cfg).run("emulator", config=cfg)
-    message = str(e.value)
-    assert "GateNotPassed" in message
-    assert "metrics.macro_recall = 0." in message and "does not meet the gate" in message
-    assert "(required >= 1.0)" in message
-    record = e.value.run_record
-    assert record.failed_step == "gate" and record.step("gate").status == "FAILED"
-    assert [record.step(n).status for n in ("model", "endpoint-config", "endpoint", "infer")] \
-        == ["PENDING"] * 4
-    # the state machine took the gate's Fail branch: nothing was hosted
-    execution = json.loads((tmp_path / "runs" / record.run_id / "execution.json").read_text())
-    entered = [e["step"] for e in execution["events"] if e["type"].endswith("StateEntered")]
-    assert entered == ["etl", "train", "evaluate", "gate", "gate-check", "gate-failed"]
 
 
 def test_the_report_draws_the_training_curves_and_the_evaluation_from_s3(run):

@@ -11,16 +11,25 @@ from support import port_is_free
 from cloud_runners.emulator.server import EmbeddedEmulator, EmulatorError
 
 
+def listening_here(port: int) -> bool:
+    """This process has a listening socket on ``port`` (another process that took the
+    freed port meanwhile -- a parallel test -- does not count)."""
+    import psutil
+
+    return any(c.status == psutil.CONN_LISTEN and c.laddr.port == port
+               for c in psutil.Process().net_connections(kind="tcp"))
+
+
 def test_start_stop_releases_the_port_and_restores_moto_port(monkeypatch):
     monkeypatch.delenv("MOTO_PORT", raising=False)
     with EmbeddedEmulator(patch_gaps=False) as emu:
         port = emu.port
         assert emu.endpoint_url == f"http://127.0.0.1:{port}"
         assert os.environ["MOTO_PORT"] == str(port)
-        assert not port_is_free(port)
+        assert not port_is_free(port) and listening_here(port)
     assert not emu.running
     assert "MOTO_PORT" not in os.environ
-    assert port_is_free(port)
+    assert not listening_here(port)
 
 
 def test_stops_on_an_exception_and_only_one_runs_at_a_time(monkeypatch):
@@ -31,7 +40,7 @@ def test_stops_on_an_exception_and_only_one_runs_at_a_time(monkeypatch):
             with pytest.raises(EmulatorError, match="already running"):
                 EmbeddedEmulator(patch_gaps=False).start()
             raise RuntimeError("boom")
-    assert port_is_free(port)
+    assert not listening_here(port)
     assert os.environ["MOTO_PORT"] == "5999"
     with EmbeddedEmulator(patch_gaps=False):  # a new one starts after the failure
         pass
