@@ -4,13 +4,17 @@ the work, on the emulated S3.
 ``GlueBridge.install(emulator)`` wraps moto's ``FakeJob.start_job_run`` (moto's server runs
 in this process). Each new run reports ``RUNNING`` while a worker thread:
 
-1. downloads the job's script (``Command.ScriptLocation``) and the run's ``--raw_uri``
-   prefix from the emulated S3 into a temporary directory (``cloud_runners.s3_staging``:
-   one per job run),
+1. downloads the job's script (``Command.ScriptLocation``) and every ``s3://`` argument
+   that names data in the emulated S3 (an object, or objects under a prefix: the run's
+   inputs, e.g. ``--raw_uri`` or a walkthrough job's ``--SOURCE_PATH``) into a temporary
+   directory (``cloud_runners.s3_staging``: one per job run),
 2. runs ``local_runners.etl.LocalEtlRunner`` on the very ``StartJobRun`` request (the
-   job's ``DefaultArguments`` merged the way Glue merges them), with the S3 URIs turned
-   into ``file://`` URIs of that directory,
-3. uploads the Parquet output to the run's ``--output_uri`` prefix,
+   job's ``DefaultArguments`` merged the way Glue merges them), with those S3 URIs turned
+   into ``file://`` URIs of that directory, and every other ``s3://`` argument (where the
+   job writes: ``--output_uri``, ``--OUTPUT_PATH``, ``--TempDir``) into an empty folder
+   of it,
+3. uploads what the job wrote into those folders to their S3 URIs (``--output_uri`` must
+   have been written),
 
 then reports ``SUCCEEDED``, or ``FAILED`` with the runner's error (naming the S3
 locations, not the temporary directory) as ``ErrorMessage``, or ``STOPPED`` when the
@@ -197,13 +201,7 @@ class GlueBridge(Bridge):
         # Errors name the S3 locations, as on AWS, not the staging folder.
         script = staging.download(script_uri, f"code/{script_uri.rsplit('/', 1)[-1]}",
                                   kind="object")
-        raw_uri, output_uri = arguments.get("--raw_uri"), arguments.get("--output_uri")
-        if not raw_uri or not output_uri:
-            raise HarnessError("the job run lacks --raw_uri or --output_uri",
-                               field="Arguments", expected="s3:// URIs")
-        raw_dir = staging.download(raw_uri, "raw", kind="prefix")
-        local_args = {**arguments, "--raw_uri": uris.file_uri(raw_dir),
-                      "--output_uri": staging.local_uri("processed", output_uri)}
+        local_args, outputs = stage_arguments(arguments, staging)
         ctx = StageContext(
             run_id=run.job_run_id, step="etl", config=self.cfg,
             log=logging.getLogger(f"mlharness.emulator.glue.{job.name}"),
@@ -214,7 +212,32 @@ class GlueBridge(Bridge):
         t0 = time.monotonic()
         LocalEtlRunner().run({"JobName": job.name, "Arguments": local_args}, ctx)
         run.execution_time = int(round(time.monotonic() - t0))
-        staging.upload(staging.path("processed"), output_uri)
+        for key, (name, uri) in outputs.items():
+            if staging.path(name).exists():
+                staging.upload(staging.path(name), uri)
+            elif key == "--output_uri":
+                raise HarnessError("the job wrote nothing to its output", file=uri)
+
+
+def stage_arguments(arguments: dict[str, Any], staging: S3Staging
+                    ) -> tuple[dict[str, Any], dict[str, tuple[str, str]]]:
+    """The job run's arguments with each ``s3://`` value as a ``file://`` URI of the
+    staging folder: data that is there downloaded (inputs), other locations an empty
+    folder to upload afterwards (outputs: argument -> (staging name, S3 URI))."""
+    local = dict(arguments)
+    outputs: dict[str, tuple[str, str]] = {}
+    for i, (key, value) in enumerate(sorted(arguments.items())):
+        if not (isinstance(value, str) and value.startswith("s3://")):
+            continue
+        name = f"arg{i}-{key.strip('-').replace('/', '_')}"
+        kind = None if key == "--output_uri" else staging.kind(value)
+        if kind is None:  # where the job writes
+            local[key] = staging.local_uri(name, value)
+            outputs[key] = (name, value)
+        else:
+            path = staging.download(value, name, kind=kind)
+            local[key] = uris.file_uri(path)
+    return local, outputs
 
 
 def utcnow():
