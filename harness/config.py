@@ -43,7 +43,20 @@ class EtlConfig(_Section):
     job_name: str = "mnist-etl"
     script: str = "glue_etl/mnist_etl.py"
     glue_version: Literal["5.0", "5.1"] = "5.1"
-    spark_master: str = "local[2]"
+    spark_master: str = Field("local[2]", description="local[N], or spark://HOST:PORT of a "
+                              "standalone cluster (see the README: every worker must see the "
+                              "runs folder at the same path)")
+    # A standalone cluster's workers connect back to the driver: on one machine loopback
+    # is enough; with workers on other hosts, set driver_host to an address they reach.
+    driver_host: str = "127.0.0.1"
+    driver_bind_address: str = "127.0.0.1"
+    executor_memory: str | None = Field(None, pattern=r"^[0-9]+[kmgt]$",
+                                        description="spark.executor.memory, e.g. 2g")
+    executor_cores: int | None = Field(None, ge=1)
+    cores_max: int | None = Field(None, ge=1, description="spark.cores.max: the cores the "
+                                  "job may take on a standalone cluster")
+    spark_conf: dict[str, str] = Field(default_factory=dict, description="more Spark settings "
+                                       "(spark.* keys), applied last")
     shuffle_partitions: int = Field(4, ge=1)
     worker_type: Literal["G.1X", "G.2X", "G.4X", "G.8X", "G.025X"] = "G.1X"
     number_of_workers: int = Field(2, ge=2)

@@ -81,11 +81,12 @@ def spark_conf(cfg: PipelineConfig) -> dict[str, str]:
     log4j = scratch / "log4j2.properties"
     log4j.write_text(_LOG4J2)
     java_opts = f"-Dlog4j.configurationFile=file:{log4j} -XX:+UseParallelGC"
-    return {
-        "spark.master": cfg.etl.spark_master,
-        "spark.app.name": f"mlharness-{cfg.etl.job_name}",
-        "spark.driver.bindAddress": "127.0.0.1",
-        "spark.driver.host": "127.0.0.1",
+    etl = cfg.etl
+    conf = {
+        "spark.master": etl.spark_master,
+        "spark.app.name": f"mlharness-{etl.job_name}",
+        "spark.driver.bindAddress": etl.driver_bind_address,
+        "spark.driver.host": etl.driver_host,
         "spark.ui.enabled": "false",
         "spark.ui.showConsoleProgress": "false",
         "spark.sql.shuffle.partitions": str(cfg.etl.shuffle_partitions),
@@ -99,6 +100,17 @@ def spark_conf(cfg: PipelineConfig) -> dict[str, str]:
         # Glue writes Parquet with snappy; keep the same default locally.
         "spark.sql.parquet.compression.codec": "snappy",
     }
+    for key, value in (("spark.executor.memory", etl.executor_memory),
+                       ("spark.executor.cores", etl.executor_cores),
+                       ("spark.cores.max", etl.cores_max)):
+        if value is not None:
+            conf[key] = str(value)
+    for key, value in etl.spark_conf.items():
+        if not key.startswith("spark."):
+            raise HarnessError("not a Spark setting", field=f"etl.spark_conf.{key}",
+                               expected="a key starting with 'spark.'")
+        conf[key] = str(value)
+    return conf
 
 
 def interrupt_count() -> int:
@@ -256,13 +268,19 @@ def get_spark(cfg: PipelineConfig) -> "SparkSession":
     global _session, _jvm, _sigint_before, _atexit_registered
     with _lock:
         if _session is not None and _session.sparkContext._jsc is not None:
-            # runtime SQL settings follow the config of the caller
-            _session.conf.set("spark.sql.shuffle.partitions", str(cfg.etl.shuffle_partitions))
-            return _session
+            if _session.sparkContext.master != cfg.etl.spark_master:
+                log.info("Spark master changes from %s to %s: a new session",
+                         _session.sparkContext.master, cfg.etl.spark_master)
+                stop_spark()
+            else:
+                # runtime SQL settings follow the config of the caller
+                _session.conf.set("spark.sql.shuffle.partitions",
+                                  str(cfg.etl.shuffle_partitions))
+                return _session
         os.environ["JAVA_HOME"] = ensure_java()
         os.environ["PYSPARK_PYTHON"] = sys.executable
         os.environ["PYSPARK_DRIVER_PYTHON"] = sys.executable
-        os.environ.setdefault("SPARK_LOCAL_IP", "127.0.0.1")
+        os.environ.setdefault("SPARK_LOCAL_IP", cfg.etl.driver_bind_address)
         from pyspark.sql import SparkSession
 
         builder = SparkSession.builder
