@@ -1,16 +1,16 @@
-"""Local backend for ``train``: execute a SageMaker ``CreateTrainingJob`` request in-process.
+"""Local backend for ``train``: execute a SageMaker ``CreateTrainingJob`` request.
 
-Does what the SageMaker TensorFlow training container does in script mode: unpack
-``sourcedir.tar.gz``, set the ``SM_*`` environment, run the entry point with the
-hyperparameters as ``--name value`` arguments, apply the MetricDefinitions to its log
-lines, and pack ``model.tar.gz`` / ``output.tar.gz`` under
+Does what the SageMaker TensorFlow training image does in script mode (its entry point
+is the ``sagemaker-training`` toolkit): unpack ``sourcedir.tar.gz``, decode the
+JSON-encoded hyperparameters, set the ``SM_*`` environment and run the entry point in a
+new Python process -- ``python train.py --name value ...`` with only the source dir and
+the framework on ``sys.path`` (``local_runners.train_process``) -- apply the
+MetricDefinitions to its log lines, and pack ``model.tar.gz`` / ``output.tar.gz`` under
 ``<S3OutputPath>/<TrainingJobName>/output/``. The job directory appears only when the
-job succeeds.
+job succeeds; an interrupt stops the process and discards it.
 """
 from __future__ import annotations
 
-import json
-import os
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -22,23 +22,15 @@ from harness.errors import DataError, HarnessError, StepFailed
 from harness.metrics import MetricParser
 from harness.stages import StageContext, StageRunner, required_field
 from harness.storage import atomic_dir
-from local_runners.script_process import ScriptFailed, run_script
+from local_runners import train_process as tp
 
-HOST = "algo-1"
+HOST = tp.HOST
 
 
 def _required(request: dict[str, Any], *path: str) -> Any:
     return required_field(request, *path, what="the training request",
                           expected="a SageMaker CreateTrainingJob request "
                           "(harness.steps.TrainingStep)")
-
-
-def _hp_value(text: str) -> Any:
-    """SM_HPS carries JSON values, as the SageMaker training toolkit decodes them."""
-    try:
-        return json.loads(text)
-    except (TypeError, ValueError):
-        return text
 
 
 def _iso(ts: float) -> str:
@@ -50,12 +42,16 @@ class LocalTrainingRunner(StageRunner):
 
     def run(self, request: dict[str, Any], ctx: StageContext) -> dict[str, Any]:
         name = _required(request, "TrainingJobName")
-        hps: dict[str, str] = {k: str(v) for k, v in _required(request, "HyperParameters").items()}
-        program = _required(request, "HyperParameters", "sagemaker_program")
-        submit = _required(request, "HyperParameters", "sagemaker_submit_directory")
+        hps = tp.decode_hyperparameters(_required(request, "HyperParameters"))
+        _required(request, "HyperParameters", "sagemaker_program")
+        _required(request, "HyperParameters", "sagemaker_submit_directory")
+        # JSON-encoded as the SageMaker SDK sends them ('"train.py"'); raw text works too
+        program = str(hps["sagemaker_program"])
+        submit = str(hps["sagemaker_submit_directory"])  # file:// (s3:// in the cloud)
         output_path = _required(request, "OutputDataConfig", "S3OutputPath")
         definitions = request.get("AlgorithmSpecification", {}).get("MetricDefinitions", [])
         parser = MetricParser(definitions)
+        user_hps, framework_hps = tp.split_hyperparameters(hps)
 
         job_root = uris.local_path(output_path) / name
         if job_root.exists():
@@ -63,12 +59,12 @@ class LocalTrainingRunner(StageRunner):
                              "exists", file=str(job_root),
                              hint="job names must be unique; start a new run")
         channels = self._channels(request, name)
-        sourcedir = uris.local_path(submit)
+        sourcedir = uris.local_path(submit) if "://" in submit else Path(submit)
         if not sourcedir.is_file():
             raise StepFailed("train", f"training job {name} failed: the code package is "
                              "missing", file=str(sourcedir),
                              expected="sourcedir.tar.gz (harness.archives.pack_source_dir)")
-        epochs = self._int(hps.get("epochs"))
+        epochs = self._int(user_hps.get("epochs"))
 
         start = time.time()
         ctx.log.info("training job %s: program %s from %s", name, program, submit)
@@ -81,16 +77,24 @@ class LocalTrainingRunner(StageRunner):
                                  field="HyperParameters.sagemaker_program",
                                  expected="a file at the root of sourcedir.tar.gz")
             if (source / "requirements.txt").exists():
-                ctx.log.info("requirements.txt: installed by the SageMaker container in the "
-                             "cloud; the local backend uses this environment's packages")
+                ctx.log.warning("requirements.txt: the SageMaker container pip-installs it "
+                                "before the job (network access needed); the local backend "
+                                "uses this environment's packages")
             model_dir, data_dir = job / "model", job / "output" / "data"
             model_dir.mkdir()
             data_dir.mkdir(parents=True)
-            env = self._environment(hps, channels, program, submit, model_dir, data_dir, job)
-            argv = [str(source / program)]
-            for key in sorted(k for k in hps if not k.startswith("sagemaker_")):
-                argv += [f"--{key}", hps[key]]
-            self._execute(name, source, program, env, argv, parser, epochs, ctx)
+            resources = request.get("ResourceConfig") or {}
+            content_types = {c.get("ChannelName"): c.get("ContentType", "")
+                             for c in request.get("InputDataConfig", [])}
+            sm_env = tp.toolkit_environment(
+                user_hps=user_hps, framework_hps=framework_hps, program=program,
+                module_dir=source, channels=channels, content_types=content_types,
+                model_dir=model_dir, output_data_dir=data_dir, job_name=name,
+                instance_type=resources.get("InstanceType", "local"))
+            cmd = tp.command(program, tp.cmd_args(user_hps))
+            self._execute(name, source, cmd, tp.child_environment(sm_env, source), parser,
+                          epochs, ctx)
+            self._check_model(model_dir, ctx)
             pack_directory(model_dir, job / "output" / "model.tar.gz", allow_empty=True)
             pack_directory(data_dir, job / "output" / "output.tar.gz", allow_empty=True)
         end = time.time()
@@ -118,10 +122,10 @@ class LocalTrainingRunner(StageRunner):
     # -- pieces ---------------------------------------------------------------------------
 
     @staticmethod
-    def _int(text: str | None) -> int | None:
+    def _int(value: Any) -> int | None:
         try:
-            return int(text) if text is not None else None
-        except ValueError:
+            return int(value) if value is not None and not isinstance(value, bool) else None
+        except (TypeError, ValueError):
             return None
 
     @staticmethod
@@ -153,29 +157,26 @@ class LocalTrainingRunner(StageRunner):
                              expected=e.expected, got=e.got) from None
 
     @staticmethod
-    def _environment(hps: dict[str, str], channels: dict[str, Path], program: str, submit: str,
-                     model_dir: Path, data_dir: Path, job: Path) -> dict[str, str]:
-        user_hps = {k: _hp_value(v) for k, v in hps.items() if not k.startswith("sagemaker_")}
-        env = {
-            "SM_MODEL_DIR": str(model_dir),
-            "SM_CHANNELS": json.dumps(sorted(channels)),
-            "SM_HPS": json.dumps(user_hps, sort_keys=True),
-            "SM_OUTPUT_DATA_DIR": str(data_dir),
-            "SM_OUTPUT_DIR": str(data_dir.parent),
-            "SM_NUM_CPUS": str(os.cpu_count() or 1),
-            "SM_NUM_GPUS": "0",
-            "SM_HOSTS": json.dumps([HOST]),
-            "SM_CURRENT_HOST": HOST,
-            "SM_USER_ENTRY_POINT": program,
-            "SM_MODULE_DIR": submit,
-            "SM_MODULE_NAME": program.rsplit(".", 1)[0],
-        }
-        for cname, path in channels.items():
-            env[f"SM_CHANNEL_{cname.upper()}"] = str(path)
-        return env
+    def _check_model(model_dir: Path, ctx: StageContext) -> None:
+        """The TensorFlow training toolkit's ``_log_model_missing_warning``: the job still
+        completes (SageMaker uploads what the model dir holds), with these warnings."""
+        files = [p for p in model_dir.rglob("*") if p.is_file()]
+        saved = [p for p in files if p.name in ("saved_model.pb", "saved_model.pbtxt")]
+        for pb in saved:
+            if not pb.parent.name.isdigit():
+                ctx.log.warning("Your model will NOT be servable with SageMaker TensorFlow "
+                                "Serving containers. The SavedModel bundle is under directory "
+                                "\"%s\", not a numeric name.", pb.parent.name)
+        if not files:
+            ctx.log.warning("No model artifact is saved under path %s. Your training job will "
+                            "not save any model files to S3.", model_dir)
+        elif not saved:
+            ctx.log.warning("Your model will NOT be servable with SageMaker TensorFlow Serving "
+                            "container. The model artifact was not saved in the TensorFlow "
+                            "SavedModel directory structure")
 
     @staticmethod
-    def _execute(name: str, source: Path, program: str, env: dict[str, str], argv: list[str],
+    def _execute(name: str, source: Path, cmd: list[str], env: dict[str, str],
                  parser: MetricParser, epochs: int | None, ctx: StageContext) -> None:
         with ctx.progress.task("train", total=epochs) as task:
             def on_line(line: str) -> None:
@@ -188,14 +189,12 @@ class LocalTrainingRunner(StageRunner):
                         task.update(description=f"  train  val_accuracy={val:.4f}")
 
             try:
-                run_script(source / program, argv, env, source=source, cwd=source,
-                           on_stdout=on_line, on_stderr=on_line)
-            except ScriptFailed as e:
-                if e.error is None:
-                    raise StepFailed("train", f"training job {name} failed: {e.detail}",
-                                     hint=f"exit code {e.exit_code}; the step log has the "
-                                     "full output") from None
-                # the script's own error, reported like SageMaker does
-                ctx.log.error("%s", e.traceback)
-                raise StepFailed("train", f"training job {name} failed: "
-                                 f"{e.detail}") from e.error
+                tp.run_entry_point(cmd, env, source, on_line)
+            except tp.EntryPointFailed as e:
+                # SageMaker's FailureReason: ExecuteUserScriptError, the exit code and the
+                # script's last error line (its traceback is in the log above)
+                ctx.log.error("training job %s: %s exited with code %s", name,
+                              " ".join(cmd[2:]), e.exit_code)
+                raise StepFailed("train", f"training job {name} failed: {e.detail}",
+                                 hint=f"ExecuteUserScriptError: exit code {e.exit_code}; the "
+                                 "step log has the script's output") from None

@@ -18,16 +18,17 @@ from pathlib import Path
 
 import numpy as np
 
-try:  # run as a script (SageMaker: the source dir is the working dir and on sys.path)
+if __package__:  # imported as the ``model`` package (tests, harness tools)
+    from .data import load_split
+    from .drift_baseline import BASELINE_DIR, write_baseline
+    from .hyperparameters import add_arguments, problems
+    from .network import build_model, classifier_of, export_saved_model
+else:  # run as a script (SageMaker: the source dir is the working dir and on sys.path);
+    # a module missing from sourcedir.tar.gz fails here, as it fails on SageMaker
     from data import load_split
     from drift_baseline import BASELINE_DIR, write_baseline
     from hyperparameters import add_arguments, problems
     from network import build_model, classifier_of, export_saved_model
-except ImportError:  # imported as the ``model`` package (tests, harness tools)
-    from model.data import load_split
-    from model.drift_baseline import BASELINE_DIR, write_baseline
-    from model.hyperparameters import add_arguments, problems
-    from model.network import build_model, classifier_of, export_saved_model
 
 
 def _env(name: str) -> str | None:

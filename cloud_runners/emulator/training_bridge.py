@@ -35,6 +35,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import inspect
+import json
 import logging
 import threading
 import traceback
@@ -91,6 +92,21 @@ def _stopped(job: Any) -> None:
         job.training_job_status = "Stopped"
 
 
+def _decoded(value: Any) -> Any:
+    """A hyperparameter as the training toolkit reads it: JSON-decoded when it is JSON."""
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _encoded(value: str, like: Any) -> str:
+    """``value`` encoded the way the original hyperparameter was (JSON or plain text)."""
+    return json.dumps(value) if isinstance(like, str) and like.startswith('"') else value
+
+
 def stage_training_job(body: dict[str, Any], hyperparameters: str, staging: S3Staging
                        ) -> tuple[dict[str, Any], str, Path]:
     """``body`` -- a ``CreateTrainingJob`` request, or a tuning job's
@@ -105,21 +121,26 @@ def stage_training_job(body: dict[str, Any], hyperparameters: str, staging: S3St
         raise HarnessError("the training job has no OutputDataConfig.S3OutputPath",
                            field="OutputDataConfig.S3OutputPath", expected="an s3:// URI")
     local = copy.deepcopy(body)
-    submit = hps.get("sagemaker_submit_directory")
+    # Values are JSON-encoded, as the SageMaker SDK sends them ("\"s3://...\""); each is
+    # decoded to be read and encoded again when rewritten.
+    submit = _decoded(hps.get("sagemaker_submit_directory"))
     if isinstance(submit, str) and submit.startswith("s3://"):
         # A missing package is left to the runner, which names it (as S3, here).
         code = staging.download(submit, f"code/{submit.rsplit('/', 1)[-1]}",
                                 kind=OBJECT, required=False)
-        local[hyperparameters]["sagemaker_submit_directory"] = uris.file_uri(code)
+        local[hyperparameters]["sagemaker_submit_directory"] = _encoded(
+            uris.file_uri(code), hps["sagemaker_submit_directory"])
     out_uri = staging.local_uri("output", output_path)
     out_dir = staging.path("output")
     out_dir.mkdir()
     local["OutputDataConfig"] = {**local["OutputDataConfig"], "S3OutputPath": out_uri}
     # Other hyperparameters naming the output location (model_dir) follow it.
-    for key, value in hps.items():
+    for key, raw in hps.items():
+        value = _decoded(raw)
         if key != "sagemaker_submit_directory" and isinstance(value, str) \
                 and value.startswith(output_path.rstrip("/") + "/"):
-            local[hyperparameters][key] = out_uri + value[len(output_path.rstrip("/")):]
+            local[hyperparameters][key] = _encoded(
+                out_uri + value[len(output_path.rstrip("/")):], raw)
     for i, channel in enumerate(local.get("InputDataConfig") or []):
         try:
             source = channel["DataSource"]["S3DataSource"]

@@ -9,11 +9,13 @@ executes the very request the cloud gets, with ``file://`` URIs.
 """
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 from typing import Any, Mapping
 
 from harness.errors import ConfigError
+from harness.placeholders import Placeholder
 from harness.steps.base import (
     BuildContext,
     CodeAsset,
@@ -76,6 +78,20 @@ def hyperparameter_strings(hps: Mapping[str, Any], where: str) -> dict[str, str]
     return out
 
 
+def json_hyperparameter(value: Any) -> str:
+    """A hyperparameter as the SageMaker SDK sends it for a framework estimator: every
+    value ``json.dumps``-ed (``2`` -> ``"2"``, ``"train.py"`` -> ``'"train.py"'``, True ->
+    ``"true"``); a placeholder as its text (the SDK's pipeline variables). The training
+    toolkit decodes each with ``json.loads``."""
+    if isinstance(value, Placeholder):
+        return str(value)
+    return json.dumps(value, ensure_ascii=False)
+
+
+def json_hyperparameters(hps: Mapping[str, Any]) -> dict[str, str]:
+    return {k: json_hyperparameter(v) for k, v in hps.items()}
+
+
 class TrainingStep(SageMakerJob, Step):
     kind = "training"
     title = "SageMaker training job (script mode)"
@@ -112,6 +128,7 @@ class TrainingStep(SageMakerJob, Step):
         self.inputs = dict(inputs)
         self.hyperparameters = hyperparameter_strings(hyperparameters or {},
                                                       f"{state_id}.hyperparameters")
+        self.hyperparameter_values = dict(hyperparameters or {})  # typed, for the request
         self.metric_definitions = checked_metric_definitions(
             metric_definitions, f"{state_id}.metric_definitions")
         self._set_job(state_id, instance_type=instance_type, instance_count=instance_count,
@@ -128,14 +145,15 @@ class TrainingStep(SageMakerJob, Step):
         return [self._source_asset]
 
     def request(self, ctx: BuildContext) -> dict[str, Any]:
-        hps = dict(self.hyperparameters)
+        hps: dict[str, Any] = dict(self.hyperparameter_values)
         hps["sagemaker_program"] = self.entry_point
         hps["sagemaker_submit_directory"] = self._source_asset.uri
         hps["model_dir"] = f"{self.output_path.rstrip('/')}/{self.job_name}/model"
         if self.instance_count > 1:
             # What the SageMaker SDK sends for distribution={"multi_worker_mirrored_
             # strategy": {"enabled": True}}: the TensorFlow container then sets TF_CONFIG.
-            hps["sagemaker_multi_worker_mirrored_strategy_enabled"] = "true"
+            hps["sagemaker_multi_worker_mirrored_strategy_enabled"] = True
+        hps = json_hyperparameters(hps)  # as the SDK's Framework estimators send them
         body: dict[str, Any] = {
             "TrainingJobName": self.job_name,
             "AlgorithmSpecification": {"TrainingImage": self.image(ctx),

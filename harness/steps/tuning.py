@@ -20,7 +20,7 @@ from typing import Any, Mapping, Sequence
 from harness.errors import ConfigError
 from harness.steps.base import BuildContext, CodeAsset, Step
 from harness.steps.sagemaker_job import name_prefix, resource_name
-from harness.steps.training import TrainingStep
+from harness.steps.training import TrainingStep, json_hyperparameter
 
 STRATEGIES = ("Bayesian", "Random", "Grid", "Hyperband")
 OBJECTIVE_TYPES = ("Maximize", "Minimize")
@@ -197,8 +197,10 @@ class TuningStep(Step):
     def request(self, ctx: BuildContext) -> dict[str, Any]:
         body = self.training.request(ctx)
         static = {k: v for k, v in body["HyperParameters"].items() if k not in self.tuned}
-        static["model_dir"] = f"{body['OutputDataConfig']['S3OutputPath'].rstrip('/')}/" \
-                              f"{self.job_name}/model"
+        # JSON-encoded like every static hyperparameter (the SDK's Framework estimators);
+        # integer and continuous ranges' values go unencoded (numbers are JSON already)
+        static["model_dir"] = json_hyperparameter(
+            f"{body['OutputDataConfig']['S3OutputPath'].rstrip('/')}/{self.job_name}/model")
         config: dict[str, Any] = {
             "Strategy": self.strategy,
             "HyperParameterTuningJobObjective": {"Type": self.objective_type,

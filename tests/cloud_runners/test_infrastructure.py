@@ -269,7 +269,7 @@ def test_job_roles_allow_exactly_the_data_the_steps_read_and_write(template, cfg
                                    ["ScriptLocation"])),
         (glue, "s3:GetObject", obj(req["prepare"]["OutputUri"], "train", "part-00000.parquet")),
         (glue, "s3:PutObject", obj(req["etl"]["Arguments"]["--output_uri"], "train", "p.parquet")),
-        (sm, "s3:GetObject", obj(req["train"]["HyperParameters"]["sagemaker_submit_directory"])),
+        (sm, "s3:GetObject", obj(json.loads(req["train"]["HyperParameters"]["sagemaker_submit_directory"]))),
         *[(sm, "s3:GetObject", obj(c["DataSource"]["S3DataSource"]["S3Uri"], "p.parquet"))
           for c in req["train"]["InputDataConfig"]],
         (sm, "s3:PutObject", model),
@@ -284,7 +284,7 @@ def test_job_roles_allow_exactly_the_data_the_steps_read_and_write(template, cfg
         (glue, "s3:PutObject", obj(req["prepare"]["OutputUri"], "train", "x.parquet")),
         (glue, "s3:PutObject", model),
         (sm, "s3:PutObject", obj(req["etl"]["Arguments"]["--output_uri"], "train", "x")),
-        (sm, "s3:PutObject", obj(req["train"]["HyperParameters"]["sagemaker_submit_directory"])),
+        (sm, "s3:PutObject", obj(json.loads(req["train"]["HyperParameters"]["sagemaker_submit_directory"]))),
         (sm, "s3:GetObject", obj(req["prepare"]["OutputUri"], "train", "part-00000.parquet")),
         (sm, "s3:PutObject", f"arn:aws:s3:::{BUCKET}/outside/the/prefix"),
         (glue, "s3:GetObject", f"arn:aws:s3:::{BUCKET}/outside/the/prefix"),

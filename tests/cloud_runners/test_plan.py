@@ -96,8 +96,9 @@ def test_plan_requests_are_the_steps_requests(cfg, wf, the_plan):
     req = the_plan["requests"]
     assert req["train"]["TrainingJobName"] == f"mnist-train-{EXAMPLE_RUN_ID}"
     assert req["train"]["RoleArn"] == "<SageMakerRoleArn>"
+    # JSON-encoded, as the SageMaker SDK sends every hyperparameter of a framework job
     assert req["train"]["HyperParameters"]["sagemaker_submit_directory"] == \
-        f"{BASE}/code/train/sourcedir.tar.gz"
+        f'"{BASE}/code/train/sourcedir.tar.gz"'
     assert req["train"]["Tags"] == [{"Key": "mlharness:project", "Value": "mlharness"},
                                     {"Key": "mlharness:run", "Value": EXAMPLE_RUN_ID}]
     assert req["prepare"]["OutputUri"] == f"{BASE}/data/raw"

@@ -52,8 +52,9 @@ def test_the_request_is_a_create_hyper_parameter_tuning_job_body():
     # the tuned values are not static; the rest is the training step's own request
     assert not {"learning_rate", "batch_size", "shift"} & set(static)
     assert static["epochs"] == "6" and static["image_height"] == "28"
-    assert static["sagemaker_program"] == "train.py"
-    assert static["model_dir"] == "file:///runs/r1/training/mnist-tune-r1/model"
+    # JSON-encoded, as the SageMaker SDK sends a framework estimator's hyperparameters
+    assert static["sagemaker_program"] == '"train.py"'
+    assert static["model_dir"] == '"file:///runs/r1/training/mnist-tune-r1/model"'
     names = [d["Name"] for d in definition["AlgorithmSpecification"]["MetricDefinitions"]]
     assert "validation:accuracy" in names
     assert [c["ChannelName"] for c in definition["InputDataConfig"]] == [

@@ -106,7 +106,10 @@ def test_describe_shape_and_process_state_restored(job):
                 "TrainingEndTime", "TrainingTimeInSeconds"):
         assert key in result
     assert result["SecondaryStatus"] == "Completed"
-    assert result["HyperParameters"]["sagemaker_program"] == "train.py"
+    # JSON-encoded as the SageMaker SDK sends a framework estimator's hyperparameters
+    hps = result["HyperParameters"]
+    assert hps["sagemaker_program"] == '"train.py"' and hps["epochs"] == "2"
+    assert json.loads(hps["sagemaker_submit_directory"]).startswith("file://")
     assert job["before"] == job["after"]
     assert "network" not in sys.modules and "data" not in sys.modules
 

@@ -97,7 +97,7 @@ def test_every_trial_is_a_named_recorded_training_job(bayesian):
         hps = req["HyperParameters"]
         assert req["TrainingJobName"] == trial
         assert hps["_tuning_objective_metric"] == "validation:accuracy"
-        assert hps["epochs"] == "3" and hps["sagemaker_program"] == "train.py"
+        assert hps["epochs"] == "3" and hps["sagemaker_program"] == '"train.py"'
         assert {k: hps[k] for k in ("learning_rate", "optimizer")} == s["TunedHyperParameters"]
         assert 1e-4 <= float(hps["learning_rate"]) <= 1.0 and hps["optimizer"] in ("sgd", "adam")
         rec = bayesian.record(trial, "output.json")
