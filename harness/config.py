@@ -63,7 +63,7 @@ class EtlConfig(_Section):
     runner: Literal["auto", "spark", "glue-compat", "glue-container"] = Field(
         "auto", description="how the local backend runs the job script: spark (plain "
         "PySpark), glue-compat (awsglue GlueContext/DynamicFrame/Job/transforms emulated "
-        "over PySpark), glue-container (AWS's Glue image; planned, needs Docker); auto = "
+        "over PySpark), glue-container (AWS's Glue image through Docker); auto = "
         "glue-compat when the script imports awsglue.context, .job, .dynamicframe or "
         ".transforms, else spark")
 

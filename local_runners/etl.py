@@ -11,8 +11,9 @@ there becomes the output's ``Report``. Other scripts run with their arguments as
 
 ``etl.runner`` picks how the script runs: ``spark`` (plain PySpark), ``glue-compat`` (the
 ``awsglue`` GlueContext/DynamicFrame/Job/transforms emulated over PySpark, see
-``local_runners.glue_compat``), ``glue-container`` (planned) or ``auto``: glue-compat when
-the script imports from awsglue.context, .job, .dynamicframe or .transforms, else spark.
+``local_runners.glue_compat``), ``glue-container`` (AWS's Glue image through Docker, see
+``local_runners.glue_container``) or ``auto``: glue-compat when the script imports from
+awsglue.context, .job, .dynamicframe or .transforms, else spark.
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from harness import uris
-from harness.errors import ConfigError, HarnessError, StepFailed
+from harness.errors import HarnessError, StepFailed
 from harness.stages import StageContext, StageRunner
 from harness.storage import atomic_dir
 from local_runners import glue_compat
@@ -172,19 +173,13 @@ class LocalEtlRunner(StageRunner):
         job = registered_glue_job(name, ctx)
         script = self._script(job, ctx)
         runner = select_runner(ctx.config.etl.runner, script)
-        if runner == GLUE_CONTAINER:
-            raise ConfigError(
-                "etl.runner: glue-container is planned but not built yet: it will run the "
-                "script in AWS's Glue image (public.ecr.aws/glue/aws-glue-libs) and needs "
-                "Docker", field="etl.runner",
-                expected="auto, spark or glue-compat (the awsglue classes over local Spark)")
         arguments = {**(job.get("DefaultArguments") or {}), **(request.get("Arguments") or {})}
         output_uri = arguments.get("--output_uri")
         out_dir = uris.local_path(output_uri) if output_uri else None
         if out_dir is not None and out_dir.exists():
             raise StepFailed(ctx.step, "the ETL output already exists; refusing to overwrite it",
                              file=str(out_dir), hint="earlier runs are never modified")
-        if runner == GLUE_COMPAT:
+        if runner in (GLUE_COMPAT, GLUE_CONTAINER):
             _bookmark_warning(arguments, ctx)
 
         run_id = "jr_" + secrets.token_hex(32)
@@ -192,8 +187,10 @@ class LocalEtlRunner(StageRunner):
         t0 = time.monotonic()
         ctx.log.info("Glue job %s run %s: script %s (runner %s)", name, run_id, script, runner)
         report: dict[str, dict[str, int]] = {}
-        with ctx.progress.task(f"Glue job {name} (local Spark)", total=None):
-            spark = get_spark(ctx.config)  # the script's getOrCreate() picks this session up
+        where = "Glue container" if runner == GLUE_CONTAINER else "local Spark"
+        with ctx.progress.task(f"Glue job {name} ({where})", total=None):
+            # the script's getOrCreate() picks this session up (the container has its own)
+            spark = None if runner == GLUE_CONTAINER else get_spark(ctx.config)
             try:
                 if out_dir is None:
                     self._run_interruptible(script, name, run_id, arguments, runner, spark,
@@ -231,6 +228,9 @@ class LocalEtlRunner(StageRunner):
     def _run_interruptible(self, script: Path, name: str, run_id: str,
                            arguments: dict[str, str], runner: str, spark: Any,
                            ctx: StageContext) -> None:
+        if runner == GLUE_CONTAINER:
+            self._run_container(script, name, run_id, arguments, ctx)
+            return
         try:
             if runner == GLUE_COMPAT:
                 self._run_compat(script, name, run_id, arguments, spark, ctx)
@@ -240,6 +240,22 @@ class LocalEtlRunner(StageRunner):
             ctx.log.warning("Glue job %s run %s interrupted; stopping Spark", name, run_id)
             stop_spark()
             raise
+
+    def _run_container(self, script: Path, name: str, run_id: str,
+                       arguments: dict[str, str], ctx: StageContext) -> None:
+        """The script in AWS's Glue image (Docker): its output goes to the step log; the
+        container is stopped and removed on Ctrl-C, and always removed."""
+        from local_runners.glue_container import GlueContainerRun
+
+        cfg = ctx.config
+        job = ctx.glue_jobs.get(name) or {}
+        emulator = cfg.cloud.endpoint_url if cfg.backend == "emulator" else None
+        GlueContainerRun(script, name, run_id, arguments, step=ctx.step, step_log=ctx.log,
+                         glue_version=job.get("GlueVersion") or cfg.etl.glue_version,
+                         spark_master=cfg.etl.spark_master,
+                         shuffle_partitions=cfg.etl.shuffle_partitions,
+                         region=cfg.cloud.region, emulator_endpoint=emulator,
+                         progress=ctx.progress).run()
 
     def _run_compat(self, script: Path, name: str, run_id: str, arguments: dict[str, str],
                     spark: Any, ctx: StageContext) -> None:

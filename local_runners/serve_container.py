@@ -9,7 +9,8 @@ otherwise). Batching is TF Serving's own (``--enable_batching`` with a
 (``EndpointApi: "tf-serving"``). TF Serving has no SageMaker data capture and does not run
 ``code/inference.py`` handlers: the embedded server does both.
 
-This is the only module of the project that imports ``docker``.
+It and ``local_runners.glue_container`` (AWS's Glue image) are the modules that import
+``docker``.
 """
 from __future__ import annotations
 

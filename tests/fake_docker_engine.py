@@ -7,6 +7,11 @@ version, image inspect and pull, container create/start/inspect/logs/stop/wait/r
 server standing in for ``tensorflow_model_server``: ``--model-dir`` is the host path bound at
 ``/models/$MODEL_NAME``, the REST port is the host binding of 8501/tcp (a free port when
 none is given), and ``--enable_batching`` / ``--batching_parameters_file`` are translated.
+A container of AWS's Glue image (``aws-glue-libs`` in its name, or one of ``glue_images``)
+runs its ``spark-submit <script> args...`` with this venv's python through
+``local_runners.glue_compat.run_script`` (local Spark; the awsglue compatibility layer when
+the script uses GlueContext & co.), container paths mapped back to the host mounts;
+``logs?follow=1`` streams the output until the container exits.
 
     with FakeDockerEngine(images={"tensorflow/serving:2.19.0"}) as engine:
         monkeypatch.setenv("DOCKER_HOST", engine.url)
@@ -16,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 import re
 import shutil
 import signal
@@ -29,6 +35,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, unquote
 
 from aiohttp import web
 
@@ -106,6 +113,7 @@ class FakeDockerEngine:
         self.created: list[dict[str, Any]] = []        # create bodies, in order
         self.containers: dict[str, FakeContainer] = {}
         self.removed: list[str] = []
+        self.glue_images: set[str] = set()             # besides names with aws-glue-libs
         self._dir = Path(tempfile.mkdtemp(prefix="fakedocker-"))  # short: sun_path limit
         self.socket_path = self._dir / "docker.sock"
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -245,6 +253,8 @@ class FakeDockerEngine:
         c = self._container(id)
         if c.running:
             return web.Response(status=304)
+        if self.is_glue_image(c.body.get("Image") or ""):
+            return self._start_glue(c)
         bindings = ((c.body.get("HostConfig") or {}).get("PortBindings") or {}).get(REST_PORT)
         host, port = "127.0.0.1", 0
         if bindings:
@@ -287,11 +297,66 @@ class FakeDockerEngine:
             argv += ["--poll-seconds", flags["file_system_poll_wait_seconds"]]
         return argv
 
+    # --------------------------------------------------------------- the Glue image
+
+    def is_glue_image(self, image: str) -> bool:
+        return "aws-glue-libs" in image or image in self.glue_images
+
+    def _start_glue(self, c: FakeContainer) -> web.Response:
+        c.argv = self._glue_argv(c)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+        env.update(c.env)
+        env["PYTHONPATH"] = str(PROJECT)
+        with open(c.log_path, "ab") as log:
+            c.proc = subprocess.Popen(c.argv, stdout=log, stderr=subprocess.STDOUT,
+                                      stdin=subprocess.DEVNULL, cwd=PROJECT, env=env)
+        return web.Response(status=204)
+
+    def _to_host(self, c: FakeContainer, arg: str) -> str:
+        """A container path (plain or file://) as the host path of its mount."""
+        uri = arg.startswith("file://")
+        host = c.host_path(unquote(arg[7:]) if uri else arg) if uri or arg[:1] == "/" else None
+        return arg if host is None else "file://" + quote(str(host)) if uri else str(host)
+
+    def _glue_argv(self, c: FakeContainer) -> list[str]:
+        """``spark-submit [--opt value]... <script> args...`` -> run_script <script> args."""
+        cmd = list(c.body.get("Cmd") or [])
+        assert cmd[:1] == ["spark-submit"], f"fake Glue image: not spark-submit: {cmd}"
+        rest = cmd[1:]
+        while rest and rest[0].startswith("--"):   # spark-submit's own options
+            rest = rest[2:]
+        return [sys.executable, "-m", "local_runners.glue_compat.run_script",
+                *(self._to_host(c, a) for a in rest)]
+
+    async def _follow_logs(self, request: web.Request, c: FakeContainer
+                           ) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={
+            "Content-Type": "application/vnd.docker.multiplexed-stream"})
+        await resp.prepare(request)
+        offset, pending = 0, b""
+        while True:
+            done = not c.running
+            data = c.log_path.read_bytes()[offset:] if c.log_path.exists() else b""
+            offset += len(data)
+            *lines, pending = (pending + data).split(b"\n")
+            if done and pending:
+                lines, pending = [*lines, pending], b""
+            for line in lines:
+                line += b"\n"
+                await resp.write(struct.pack(">BxxxL", 1, len(line)) + line)
+            if done:
+                break
+            await asyncio.sleep(0.05)
+        await resp.write_eof()
+        return resp
+
     async def container_inspect(self, request: web.Request, id: str) -> web.Response:
         return web.json_response(self._container(id).inspect())
 
-    async def container_logs(self, request: web.Request, id: str) -> web.Response:
+    async def container_logs(self, request: web.Request, id: str) -> web.StreamResponse:
         c = self._container(id)
+        if request.query.get("follow") in ("1", "true", "True"):
+            return await self._follow_logs(request, c)
         lines = c.log_path.read_bytes().splitlines(keepends=True) if c.log_path.exists() else []
         tail = request.query.get("tail", "all")
         if tail != "all":
