@@ -57,6 +57,10 @@ class EtlConfig(_Section):
                                   "job may take on a standalone cluster")
     spark_conf: dict[str, str] = Field(default_factory=dict, description="more Spark settings "
                                        "(spark.* keys), applied last")
+    timeout_minutes: int = Field(60, ge=1, description="the Glue job's Timeout: a run "
+                                 "still going after it stops (JobRunState TIMEOUT)")
+    keep_spark: bool = Field(False, description="keep the local Spark session after the ETL "
+                             "step (default: stopped, its JVM's memory returned)")
     shuffle_partitions: int = Field(4, ge=1)
     worker_type: Literal["G.1X", "G.2X", "G.4X", "G.8X", "G.025X"] = "G.1X"
     number_of_workers: int = Field(2, ge=2)

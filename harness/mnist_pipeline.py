@@ -111,7 +111,7 @@ def build(cfg: PipelineConfig) -> Workflow:
     etl = GlueStartJobRunStep(
         "etl", job_name=e.job_name, script=PROJECT_ROOT / e.script,
         glue_version=e.glue_version, worker_type=e.worker_type,
-        number_of_workers=e.number_of_workers,
+        number_of_workers=e.number_of_workers, timeout_minutes=e.timeout_minutes,
         default_arguments={"--conf": f"spark.sql.shuffle.partitions={e.shuffle_partitions}"},
         # the data prepare uploaded (a run started by the drift monitor reuses the
         # monitored run's: harness.steps.start_execution)

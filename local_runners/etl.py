@@ -23,6 +23,7 @@ import json
 import runpy
 import secrets
 import sys
+import threading
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -148,6 +149,32 @@ def _bookmark_warning(arguments: dict[str, Any], ctx: StageContext) -> None:
                         option)
 
 
+SECONDS_PER_MINUTE = 60.0  # the unit of a Glue job's Timeout (tests shorten it)
+
+
+class _Timeout:
+    """A Glue job's Timeout: when it passes, the run's Spark jobs are cancelled (the script
+    then fails, and the run is reported as TIMEOUT)."""
+
+    def __init__(self, minutes: float, spark: Any, ctx: StageContext):
+        self.fired = False
+        self._spark, self._ctx = spark, ctx
+        self._timer = threading.Timer(float(minutes) * SECONDS_PER_MINUTE, self._fire)
+        self._timer.daemon = True
+        self._timer.start()
+
+    def _fire(self) -> None:
+        self.fired = True
+        self._ctx.log.error("the job ran longer than its Timeout: cancelling its Spark jobs")
+        try:
+            self._spark.sparkContext.cancelAllJobs()
+        except Exception as e:  # noqa: BLE001 - the session may be stopping already
+            self._ctx.log.warning("cancelling the Spark jobs failed: %s", e)
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+
+
 class LocalEtlRunner(StageRunner):
     kind = "etl"
 
@@ -187,10 +214,13 @@ class LocalEtlRunner(StageRunner):
         t0 = time.monotonic()
         ctx.log.info("Glue job %s run %s: script %s (runner %s)", name, run_id, script, runner)
         report: dict[str, dict[str, int]] = {}
-        where = "Glue container" if runner == GLUE_CONTAINER else "local Spark"
+        where = "Glue container" if runner == GLUE_CONTAINER \
+            else f"Spark {ctx.config.etl.spark_master}"
+        timeout = request.get("Timeout") or job.get("Timeout")
         with ctx.progress.task(f"Glue job {name} ({where})", total=None):
             # the script's getOrCreate() picks this session up (the container has its own)
             spark = None if runner == GLUE_CONTAINER else get_spark(ctx.config)
+            timer = _Timeout(timeout, spark, ctx) if spark is not None and timeout else None
             try:
                 if out_dir is None:
                     self._run_interruptible(script, name, run_id, arguments, runner, spark,
@@ -203,10 +233,21 @@ class LocalEtlRunner(StageRunner):
                         self._run_interruptible(script, name, run_id, run_args, runner,
                                                 spark, ctx)
                         report = _read_report(tmp)
-            except StepFailed:
-                raise
-            except HarnessError as e:  # atomic_dir refusing, etc.
+            except (StepFailed, HarnessError) as e:  # HarnessError: atomic_dir refusing, etc.
+                if timer is not None and timer.fired:
+                    raise StepFailed(ctx.step, f"Glue job {name} run {run_id} TIMEOUT: it "
+                                     f"ran longer than its Timeout of {timeout} minutes; its "
+                                     "Spark jobs were cancelled",
+                                     hint="raise etl.timeout_minutes (the job's Timeout)"
+                                     ) from None
+                if isinstance(e, StepFailed):
+                    raise
                 raise StepFailed(ctx.step, e.message) from None
+            finally:
+                if timer is not None:
+                    timer.cancel()
+                if spark is not None and not ctx.config.etl.keep_spark:
+                    stop_spark()  # the JVM's memory back before training starts
         seconds = time.monotonic() - t0
         for split, counts in report.items():
             ctx.log.info("split %s: %s", split, counts)

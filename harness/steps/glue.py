@@ -55,7 +55,8 @@ class GlueStartJobRunStep(Step):
                  arguments: dict[str, Any] | None = None, glue_version: str = "5.1",
                  worker_type: str = "G.1X", number_of_workers: int = 2,
                  default_arguments: dict[str, Any] | None = None,
-                 expected_hours: float = 0.1, comment: str | None = None):
+                 expected_hours: float = 0.1, timeout_minutes: int | None = None,
+                 comment: str | None = None):
         super().__init__(state_id, comment=comment)
         if not isinstance(job_name, str) or not job_name or isinstance(job_name, Placeholder):
             raise ConfigError("the Glue job needs a fixed name", field=f"{state_id}.job_name",
@@ -86,6 +87,12 @@ class GlueStartJobRunStep(Step):
         self.worker_type = worker_type
         self.number_of_workers = number_of_workers
         self.expected_hours = expected_hours
+        if timeout_minutes is not None and (not isinstance(timeout_minutes, int)
+                                            or timeout_minutes < 1):
+            raise ConfigError("a Glue job's timeout is a whole number of minutes",
+                              field=f"{state_id}.timeout_minutes", expected="an integer >= 1",
+                              got=timeout_minutes)
+        self.timeout_minutes = timeout_minutes
 
     @property
     def _script_asset(self) -> CodeAsset:
@@ -109,6 +116,8 @@ class GlueStartJobRunStep(Step):
             "NumberOfWorkers": self.number_of_workers,
             "DefaultArguments": {"--job-language": "python", **self.default_arguments},
         }
+        if self.timeout_minutes is not None:
+            body["Timeout"] = self.timeout_minutes
         if role:
             body["Role"] = role
         return body

@@ -21,7 +21,9 @@ from local_runners.spark_session import get_spark
 
 pytestmark = pytest.mark.slow
 SCRIPT = PROJECT_ROOT / "glue_etl" / "mnist_etl.py"
-CFG, WF = pipeline(**{"data.source": "fixture"})
+# etl.keep_spark: these tests read the ETL's output with the same session afterwards
+# (the session stopping after the step: tests/local_runners/test_etl_lifecycle.py)
+CFG, WF = pipeline(**{"data.source": "fixture", "etl.keep_spark": True})
 
 
 @pytest.fixture(scope="module")

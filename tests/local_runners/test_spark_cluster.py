@@ -87,7 +87,8 @@ def test_the_glue_script_runs_on_a_standalone_cluster(cluster, tmp_path):
     cluster, work = cluster
     cfg, wf = pipeline(**{"data.source": "fixture", "etl.spark_master": cluster,
                           "etl.cores_max": 1, "etl.executor_memory": "768m",
-                          "etl.spark_conf": {"spark.network.timeout": "120s"}})
+                          "etl.spark_conf": {"spark.network.timeout": "120s"},
+                          "etl.keep_spark": True})  # its session is looked at afterwards
     conf = spark_conf(cfg)
     assert conf["spark.master"] == cluster and conf["spark.cores.max"] == "1"
     assert conf["spark.executor.memory"] == "768m"
