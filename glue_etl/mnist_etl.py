@@ -44,6 +44,17 @@ REASONS = ("dropped_null", "dropped_wrong_size", "dropped_pixel_range", "dropped
 ARGS = ["JOB_NAME", "raw_uri", "output_uri", "image_height", "image_width", "num_classes"]
 
 
+def first_cause(e: BaseException) -> str:
+    """An error's first line, and the cause at the root of a Java exception chain (the
+    executor's real error: a worker that cannot read the path, ...) when it says more."""
+    text = str(e).strip()
+    first = text.splitlines()[0] if text else type(e).__name__
+    causes = [ln.strip()[len("Caused by:"):].strip() for ln in text.splitlines()
+              if ln.strip().startswith("Caused by:")]
+    return f"{first} (first cause: {causes[-1]})" if causes and causes[-1] not in first \
+        else first
+
+
 class EtlError(Exception):
     """The job's input is unusable; the message names the location and the problem."""
 
@@ -123,7 +134,7 @@ def process_split(spark: SparkSession, raw_uri: str, output_uri: str, split: str
         raw = spark.read.parquet(source)
     except Exception as e:  # AnalysisException: path missing or not Parquet
         raise EtlError(f"cannot read raw split '{split}' at {source}: "
-                       f"{str(e).splitlines()[0]}") from None
+                       f"{first_cause(e)}") from None
     clean, observation = normalise(raw, image_height, image_width, num_classes)
     clean.write.mode("errorifexists").parquet(split_uri(output_uri, split))
     counts = {k: int(observation.get[k]) for k in ["rows_in", "rows_out", *REASONS]}

@@ -94,6 +94,20 @@ def _read_report(out_dir: Path) -> dict[str, dict[str, int]]:
     return report
 
 
+def root_cause(text: str) -> str | None:
+    """The first cause in a Spark/Py4J error's text: the last ``Caused by:`` line (the
+    root of a Java exception chain), else what a failed task reported (``Lost task ...
+    (executor N): <error>``); None when the text has neither."""
+    causes = [line.strip()[len("Caused by:"):].strip() for line in text.splitlines()
+              if line.strip().startswith("Caused by:")]
+    if causes:
+        return causes[-1]
+    for line in text.splitlines():
+        if "Lost task" in line and "): " in line:
+            return line.split("): ", 1)[1].strip()
+    return None
+
+
 def _first_line(exc: BaseException) -> str:
     try:
         lines = str(exc).strip().splitlines()
@@ -334,9 +348,12 @@ class LocalEtlRunner(StageRunner):
                 raise KeyboardInterrupt(f"Glue job {name} interrupted") from None
             if not isinstance(e, SystemExit):
                 ctx.log.exception("Glue script failed")
-                detail = str(e).strip().splitlines()
+                text = str(e).strip()
+                first = text.splitlines()[0] if text else ""
+                cause = root_cause(text)
+                why = f" (first cause: {cause})" if cause and cause not in first else ""
                 raise StepFailed(ctx.step, f"the Glue script {script.name} failed: "
-                                 f"{type(e).__name__}: {detail[0] if detail else ''}",
+                                 f"{type(e).__name__}: {first}{why}",
                                  file=str(script)) from e
             if e.code not in (0, None):
                 raise StepFailed(ctx.step, f"the Glue script {script.name} exited with "

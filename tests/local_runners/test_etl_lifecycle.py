@@ -58,3 +58,21 @@ def test_a_job_past_its_timeout_is_cancelled_and_reported(tmp_path, monkeypatch)
     assert time.monotonic() - started < 60
     assert "etl.timeout_minutes" in str(e.value.hint or e.value)
     assert spark_session._session is None
+
+
+def test_the_first_cause_of_a_spark_error_is_found():
+    from local_runners.etl import root_cause
+
+    java = ("An error occurred while calling o53.parquet.\n"
+            ": org.apache.spark.SparkException: Job aborted.\n"
+            "\tat org.apache.spark.sql...\n"
+            "Caused by: org.apache.spark.SparkException: Task failed while writing rows.\n"
+            "Caused by: java.io.FileNotFoundException: File file:/runs/r1/raw does not exist\n"
+            "\tat org.apache.hadoop.fs...")
+    assert root_cause(java) == "java.io.FileNotFoundException: File file:/runs/r1/raw " \
+                               "does not exist"
+    task = ("Job aborted due to stage failure: Task 0 in stage 1.0 failed 4 times, most "
+            "recent failure: Lost task 0.3 in stage 1.0 (TID 5) (127.0.0.1 executor 0): "
+            "java.io.IOException: No space left on device")
+    assert root_cause(task) == "java.io.IOException: No space left on device"
+    assert root_cause("ValueError: bad value") is None
