@@ -31,7 +31,7 @@ from urllib.parse import quote, urlparse
 from harness import uris
 from harness.errors import HarnessError, StepFailed
 from harness.progress import NullProgress, Progress
-from local_runners.serve_container import STOP_TIMEOUT_S, _docker_location, follow_pull
+from local_runners.serve_container import _docker_location, follow_pull, stop_and_remove
 from local_runners.spark_session import _interrupts_deferred
 
 log = logging.getLogger(__name__)
@@ -320,24 +320,9 @@ class GlueContainerRun:
 
     def _release(self) -> None:
         """Stop and remove the container; safe to call repeatedly."""
-        import docker.errors
-
         container, self.container = self.container, None
         if container is not None:
-            try:
-                container.stop(timeout=STOP_TIMEOUT_S)
-            except docker.errors.NotFound:
-                pass
-            except Exception as e:  # noqa: BLE001 - still try to remove it
-                log.warning("could not stop container %s: %s", container.short_id, e)
-            try:
-                container.remove(force=True)
-            except docker.errors.NotFound:
-                pass
-            except Exception as e:  # noqa: BLE001 - the engine went away
-                if getattr(e, "status_code", None) != 409:   # removal already under way
-                    self.log.warning("could not remove container %s (%s); remove it with "
-                                     "'docker rm -f %s'", container.short_id, e, container.id)
+            stop_and_remove(container, self.log)
         if self._docker is not None:
             self._docker.close()
             self._docker = None

@@ -99,6 +99,28 @@ def _available_version(body: bytes) -> int | None:
     return max(versions) if versions else None
 
 
+def stop_and_remove(container: Any, logger: logging.Logger,
+                    timeout: float = STOP_TIMEOUT_S) -> None:
+    """Stop a container (SIGTERM, SIGKILL after ``timeout``) and remove it; a container
+    already gone is fine, any other failure is logged with the command that removes it."""
+    import docker.errors
+
+    try:
+        container.stop(timeout=timeout)
+    except docker.errors.NotFound:
+        pass
+    except Exception as e:  # noqa: BLE001 - still try to remove it
+        logger.warning("could not stop container %s: %s", container.short_id, e)
+    try:
+        container.remove(force=True)
+    except docker.errors.NotFound:
+        pass
+    except Exception as e:  # noqa: BLE001 - the engine went away, or an API error
+        if getattr(e, "status_code", None) != 409:   # 409: removal already in progress
+            logger.warning("could not remove container %s (%s); remove it with "
+                           "'docker rm -f %s'", container.short_id, e, container.id)
+
+
 def follow_pull(lines, task: TaskHandle) -> None:
     """Follow a pull's JSON stream: bytes downloaded over all layers on ``task``; an
     ``{"error": ...}`` line raises APIError (``images.pull()`` would swallow it)."""
@@ -174,28 +196,10 @@ class TfServingContainerEndpoint(LocalEndpoint):
 
     def _release(self) -> None:
         """Stop and remove the container, delete the config dir; safe to call repeatedly."""
-        import docker.errors
-
         container, self.container = self.container, None
         if container is not None:
-            try:
-                # SIGTERM: TF Serving finishes the requests in flight, then exits.
-                container.stop(timeout=STOP_TIMEOUT_S)
-            except docker.errors.NotFound:
-                pass
-            except Exception as e:  # noqa: BLE001 - still try to remove it
-                log.warning("could not stop container %s: %s", container.short_id, e)
-            try:
-                container.remove(force=True)
-            except docker.errors.NotFound:
-                pass
-            except docker.errors.APIError as e:
-                if e.status_code != 409:   # 409: removal already in progress
-                    log.warning("could not remove container %s (%s); remove it with "
-                                "'docker rm -f %s'", container.short_id, e, container.id)
-            except Exception as e:  # noqa: BLE001 - the engine went away
-                log.warning("could not remove container %s (%s); remove it with "
-                            "'docker rm -f %s'", container.short_id, e, container.id)
+            # SIGTERM: TF Serving finishes the requests in flight, then exits.
+            stop_and_remove(container, log)
         if self._config_dir is not None:
             shutil.rmtree(self._config_dir, ignore_errors=True)
             self._config_dir = None
