@@ -53,7 +53,7 @@ def wanted(run_dir: Path) -> list[str]:
     '/', folders whose evaluation files are wanted)."""
     out = []
     for kind, output in _step_outputs(run_dir):
-        if kind in ("training", "tuning"):
+        if kind == "training":
             model = (output.get("ModelArtifacts") or {}).get("S3ModelArtifacts")
             if isinstance(model, str) and model.startswith("s3://") \
                     and model.endswith("/model.tar.gz"):

@@ -31,7 +31,7 @@ from urllib.parse import quote, urlparse
 from harness import uris
 from harness.errors import HarnessError, StepFailed
 from harness.progress import NullProgress, Progress
-from local_runners.serve_container import _docker_location, follow_pull, stop_and_remove
+from local_runners.serve_container import connect_engine, follow_pull, stop_and_remove
 from local_runners.spark_session import _interrupts_deferred
 
 log = logging.getLogger(__name__)
@@ -234,21 +234,9 @@ class GlueContainerRun:
     # ------------------------------------------------------------------ engine
 
     def _connect(self):
-        import docker
-        import docker.errors
-        import requests
-
-        try:
-            client = docker.from_env()
-            client.ping()
-        except (docker.errors.DockerException, requests.exceptions.RequestException,
-                OSError) as e:
-            raise HarnessError(
-                f"no Docker engine answers at {_docker_location()} ({type(e).__name__}: {e})",
-                expected="a running Docker engine: etl.runner glue-container runs the job in "
-                f"AWS's Glue image ({self.image}) in a container",
-                hint=NO_DOCKER_HINT) from None
-        return client
+        return connect_engine(
+            expected="a running Docker engine: etl.runner glue-container runs the job in "
+            f"AWS's Glue image ({self.image}) in a container", hint=NO_DOCKER_HINT)
 
     def _ensure_image(self) -> None:
         import docker.errors

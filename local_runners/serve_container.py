@@ -99,6 +99,24 @@ def _available_version(body: bytes) -> int | None:
     return max(versions) if versions else None
 
 
+def connect_engine(expected: str, hint: str) -> Any:
+    """A Docker client that answered a ping; else a HarnessError saying where it looked
+    (``expected``/``hint``: what needs the engine, and how to do without it)."""
+    import docker
+    import docker.errors
+    import requests
+
+    try:
+        client = docker.from_env()
+        client.ping()
+    except (docker.errors.DockerException, requests.exceptions.RequestException,
+            OSError) as e:
+        raise HarnessError(
+            f"no Docker engine answers at {_docker_location()} ({type(e).__name__}: {e})",
+            expected=expected, hint=hint) from None
+    return client
+
+
 def stop_and_remove(container: Any, logger: logging.Logger,
                     timeout: float = STOP_TIMEOUT_S) -> None:
     """Stop a container (SIGTERM, SIGKILL after ``timeout``) and remove it; a container
@@ -210,21 +228,10 @@ class TfServingContainerEndpoint(LocalEndpoint):
         self.model_version = None
 
     def _connect(self):
-        import docker
-        import docker.errors
-        import requests
-
-        try:
-            client = docker.from_env()
-            client.ping()
-        except (docker.errors.DockerException, requests.exceptions.RequestException,
-                OSError) as e:
-            raise HarnessError(
-                f"no Docker engine answers at {_docker_location()} ({type(e).__name__}: {e})",
-                expected="a running Docker engine: the tf-serving-container server runs the "
-                f"official TensorFlow Serving image ({self.image}) in a container",
-                hint=EMBEDDED_HINT) from None
-        return client
+        return connect_engine(
+            expected="a running Docker engine: the tf-serving-container server runs the "
+            f"official TensorFlow Serving image ({self.image}) in a container",
+            hint=EMBEDDED_HINT)
 
     def _ensure_image(self, progress: Progress | None = None) -> None:
         import docker.errors

@@ -149,6 +149,25 @@ def predicted_classes(stdout: str) -> list[int]:
     return [int(r[2]) for r in rows]
 
 
+class TaskUpdates:
+    """A harness Progress that keeps each task's (completed, total) updates, by task
+    description (what an image pull's progress bar was told)."""
+
+    def __init__(self):
+        self.updates: dict[str, list[tuple]] = {}
+
+    def task(self, description, total=None):
+        updates = self.updates.setdefault(description, [])
+
+        class Task:
+            def advance(self, amount=1):
+                pass
+
+            def update(self, *, completed=None, total=None, description=None):
+                updates.append((completed, total))
+        return contextlib.nullcontext(Task())
+
+
 class RecordingProgress:
     """A harness Progress (and announce) that keeps every task, table and message,
     thread-safe: ``tasks`` [{description, total, advanced, updates}], ``tables``

@@ -16,6 +16,7 @@ import pytest
 from fake_docker_engine import FakeDockerEngine
 from harness.stages import GLUE_JOBS
 from pipeline_support import stage_context
+from support import TaskUpdates
 
 from harness import uris
 from harness.config import PROJECT_ROOT, load_config
@@ -72,23 +73,6 @@ def docker_env(engine, monkeypatch):
     assert engine.running_containers() == [] and not engine.containers
 
 
-class RecordingProgress:
-    def __init__(self):
-        self.updates: dict[str, list[tuple]] = {}
-
-    def task(self, description, total=None):
-        import contextlib
-        updates = self.updates.setdefault(description, [])
-
-        class Task:
-            def advance(self, amount=1):
-                pass
-
-            def update(self, *, completed=None, total=None, description=None):
-                updates.append((completed, total))
-        return contextlib.nullcontext(Task())
-
-
 def run_job(tmp_path: Path, script: Path, arguments: dict, progress=None):
     job = {"Name": "job", "Command": {"Name": "glueetl", "ScriptLocation": uris.file_uri(script)},
            "GlueVersion": "5.1"}
@@ -141,7 +125,7 @@ def test_pulls_then_runs_and_passes_no_credentials(tmp_path, docker_env, caplog)
     engine = docker_env
     engine.images = set()                      # absent: pulled, with a progress bar
     script, args, out = no_spark_job(tmp_path, "ok")
-    progress = RecordingProgress()
+    progress = TaskUpdates()
     with caplog.at_level(logging.INFO):
         result, _ = run_job(tmp_path, script, args, progress)
     assert engine.pulls == [DEFAULT_IMAGE]

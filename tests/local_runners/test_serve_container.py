@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fake_docker_engine import FakeDockerEngine, free_port
-from support import D, in_process, port_is_free, predicted_classes, wait_until_answering
+from support import (D, TaskUpdates, in_process, port_is_free, predicted_classes,
+                     wait_until_answering)
 
 from harness.config import PROJECT_ROOT
 from harness.endpoints import ServingOptions, open_local_endpoint
@@ -46,25 +47,6 @@ def docker_env(engine, monkeypatch):
     engine.pulls.clear()
     yield engine
     assert engine.running_containers() == []
-
-
-class RecordingProgress:
-    """A harness Progress that keeps each task's (completed, total) updates."""
-
-    def __init__(self):
-        self.updates: dict[str, list[tuple]] = {}
-
-    @contextlib.contextmanager
-    def task(self, description, total=None):
-        updates = self.updates.setdefault(description, [])
-
-        class Task:
-            def advance(self, amount=1):
-                pass
-
-            def update(self, *, completed=None, total=None, description=None):
-                updates.append((completed, total))
-        yield Task()
 
 
 def config_dirs() -> set[str]:
@@ -111,7 +93,7 @@ def test_serves_through_docker(model_dir, x, docker_env):
     options = ServingOptions(port=0, max_batch_size=8, batch_timeout_micros=500,
                              endpoint_name="digits")
     ep = TfServingContainerEndpoint(model_dir, "tiny", options)
-    progress = RecordingProgress()
+    progress = TaskUpdates()
     ep.start(progress=progress)
     with ep:
         assert engine.pulls == [tf_serving_image()]
