@@ -34,7 +34,8 @@ from harness.errors import HarnessError, StepFailed
 from harness.stages import StageContext, StageRunner
 from harness.storage import atomic_dir
 from local_runners import glue_compat
-from local_runners.spark_session import get_spark, interrupt_count, stop_spark
+from local_runners.spark_session import (get_spark, interrupt_count, stop_spark,
+                                         stop_spark_in_background)
 
 # The runner that stands for etl.runner: auto / spark (glue-compat when the script uses
 # awsglue's GlueContext, Job, DynamicFrame or transforms).
@@ -261,7 +262,8 @@ class LocalEtlRunner(StageRunner):
                 if timer is not None:
                     timer.cancel()
                 if spark is not None and not ctx.config.etl.keep_spark:
-                    stop_spark()  # the JVM's memory back before training starts
+                    # the JVM's memory back while the next step starts
+                    stop_spark_in_background()
         seconds = time.monotonic() - t0
         for split, counts in report.items():
             ctx.log.info("split %s: %s", split, counts)

@@ -346,7 +346,9 @@ def stop_spark() -> None:
                else None)
     with _interrupts_deferred(restore_sigint=restore), _lock:
         session, jvm = _session, _jvm
-        _session = _jvm = _sigint_before = None
+        _session = _jvm = None
+        if main:  # a stop from another thread leaves the handler (and what it replaced)
+            _sigint_before = None
         workers: list[psutil.Process] = []  # Spark's Python workers, children of the JVM
         if jvm is not None:
             with contextlib.suppress(psutil.Error):
@@ -371,3 +373,13 @@ def stop_spark() -> None:
             with contextlib.suppress(OSError):
                 _scratch.cleanup()
             _scratch = None
+
+
+def stop_spark_in_background() -> threading.Thread:
+    """``stop_spark`` in a thread of its own: the caller goes on (the next step starts)
+    while the JVM stops. A later ``get_spark`` waits for it (the module lock); the
+    SIGINT handler of the session stays until the next start or stop in the main thread
+    (it raises KeyboardInterrupt, as Python's own does)."""
+    thread = threading.Thread(target=stop_spark, name="spark-stop-later", daemon=True)
+    thread.start()
+    return thread

@@ -37,6 +37,26 @@ def _iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, timezone.utc).isoformat()
 
 
+def _prewarm_tensorflow() -> None:
+    """Import TensorFlow in this process while the job's own process trains (this one
+    waits anyway): the evaluation and the endpoint that follow load it in-process.
+    Not in a tuning trial's process (MLHARNESS_NO_PREWARM), which serves nothing."""
+    import os
+    import sys
+    import threading
+
+    if "tensorflow" in sys.modules or os.environ.get("MLHARNESS_NO_PREWARM"):
+        return
+
+    def load() -> None:
+        try:
+            import tensorflow  # noqa: F401
+        except Exception:  # noqa: BLE001 - the step that needs it reports it
+            pass
+
+    threading.Thread(target=load, name="tensorflow-prewarm", daemon=True).start()
+
+
 class LocalTrainingRunner(StageRunner):
     kind = "train"
 
@@ -189,6 +209,7 @@ class LocalTrainingRunner(StageRunner):
                         task.update(description=f"  train  val_accuracy={val:.4f}")
 
             try:
+                _prewarm_tensorflow()
                 tp.run_entry_point(cmd, env, source, on_line)
             except tp.EntryPointFailed as e:
                 # SageMaker's FailureReason: ExecuteUserScriptError, the exit code and the

@@ -27,6 +27,7 @@ import traceback
 from pathlib import Path
 
 EXIT_FAILED, EXIT_USAGE, EXIT_STOPPED = 1, 2, 143
+os.environ["MLHARNESS_NO_PREWARM"] = "1"  # a trial's process serves nothing afterwards
 
 
 class TrainingStopped(BaseException):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import textwrap
+import threading
 import time
 
 import pytest
@@ -41,6 +42,10 @@ def run_job(tmp_path, source: str, job_extra: dict | None = None, **overrides):
 def test_the_session_is_stopped_when_the_step_ends_unless_kept(tmp_path):
     out = run_job(tmp_path, QUICK)
     assert out["JobRunState"] == "SUCCEEDED"
+    with spark_session._lock:  # the stop runs in the background; wait for it
+        pass
+    for thread in [t for t in threading.enumerate() if t.name == "spark-stop-later"]:
+        thread.join(60)
     assert spark_session._session is None and spark_session._jvm is None  # JVM gone
     run_job(tmp_path, QUICK, **{"etl.keep_spark": True})
     try:
@@ -57,6 +62,8 @@ def test_a_job_past_its_timeout_is_cancelled_and_reported(tmp_path, monkeypatch)
         run_job(tmp_path, ENDLESS, {"Timeout": 1})
     assert time.monotonic() - started < 60
     assert "etl.timeout_minutes" in str(e.value.hint or e.value)
+    for thread in [t for t in threading.enumerate() if t.name == "spark-stop-later"]:
+        thread.join(60)
     assert spark_session._session is None
 
 
