@@ -40,7 +40,9 @@ def _iso(ts: float) -> str:
 def _prewarm_tensorflow() -> None:
     """Import TensorFlow in this process while the job's own process trains (this one
     waits anyway): the evaluation and the endpoint that follow load it in-process.
-    Not in a tuning trial's process (MLHARNESS_NO_PREWARM), which serves nothing."""
+    Not in a tuning trial's process (MLHARNESS_NO_PREWARM), which serves nothing, nor on
+    the emulator (its bridges keep the process's state as it was: importing TensorFlow
+    sets environment variables)."""
     import os
     import sys
     import threading
@@ -209,7 +211,8 @@ class LocalTrainingRunner(StageRunner):
                         task.update(description=f"  train  val_accuracy={val:.4f}")
 
             try:
-                _prewarm_tensorflow()
+                if ctx.config.backend == "local":  # not in an emulator's bridge
+                    _prewarm_tensorflow()
                 tp.run_entry_point(cmd, env, source, on_line)
             except tp.EntryPointFailed as e:
                 # SageMaker's FailureReason: ExecuteUserScriptError, the exit code and the
