@@ -40,14 +40,13 @@ def _iso(ts: float) -> str:
 def _prewarm_tensorflow() -> None:
     """Import TensorFlow in this process while the job's own process trains (this one
     waits anyway): the evaluation and the endpoint that follow load it in-process.
-    Not in a tuning trial's process (MLHARNESS_NO_PREWARM), which serves nothing, nor on
-    the emulator (its bridges keep the process's state as it was: importing TensorFlow
+    The runner's callers turn it off where nothing follows in the process (a tuning
+    trial) or where the process must stay as it was (the emulator: importing TensorFlow
     sets environment variables)."""
-    import os
     import sys
     import threading
 
-    if "tensorflow" in sys.modules or os.environ.get("MLHARNESS_NO_PREWARM"):
+    if "tensorflow" in sys.modules:
         return
 
     def load() -> None:
@@ -61,6 +60,11 @@ def _prewarm_tensorflow() -> None:
 
 class LocalTrainingRunner(StageRunner):
     kind = "train"
+
+    def __init__(self, prewarm: bool = True) -> None:
+        # prewarm: import TensorFlow here while the job's process trains (the harness's
+        # own evaluation and endpoint use it next); the emulator's bridge turns it off
+        self.prewarm = prewarm
 
     def run(self, request: dict[str, Any], ctx: StageContext) -> dict[str, Any]:
         name = _required(request, "TrainingJobName")
@@ -197,8 +201,7 @@ class LocalTrainingRunner(StageRunner):
                             "container. The model artifact was not saved in the TensorFlow "
                             "SavedModel directory structure")
 
-    @staticmethod
-    def _execute(name: str, source: Path, cmd: list[str], env: dict[str, str],
+    def _execute(self, name: str, source: Path, cmd: list[str], env: dict[str, str],
                  parser: MetricParser, epochs: int | None, ctx: StageContext) -> None:
         with ctx.progress.task("train", total=epochs) as task:
             def on_line(line: str) -> None:
@@ -211,7 +214,7 @@ class LocalTrainingRunner(StageRunner):
                         task.update(description=f"  train  val_accuracy={val:.4f}")
 
             try:
-                if ctx.config.backend == "local":  # not in an emulator's bridge
+                if self.prewarm:
                     _prewarm_tensorflow()
                 tp.run_entry_point(cmd, env, source, on_line)
             except tp.EntryPointFailed as e:

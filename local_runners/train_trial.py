@@ -27,7 +27,6 @@ import traceback
 from pathlib import Path
 
 EXIT_FAILED, EXIT_USAGE, EXIT_STOPPED = 1, 2, 143
-os.environ["MLHARNESS_NO_PREWARM"] = "1"  # a trial's process serves nothing afterwards
 
 
 class TrainingStopped(BaseException):
@@ -86,7 +85,7 @@ def main(argv: list[str]) -> int:
         ctx = StageContext(run_id=name, step=name, config=PipelineConfig(), log=log,
                            announce=log.info)
         try:
-            result = LocalTrainingRunner().run(request, ctx)
+            result = LocalTrainingRunner(prewarm=False).run(request, ctx)  # serves nothing after
         except HarnessError as e:
             log.error("%s", e.message)
             _write(output_file, {"TrainingJobName": name, "TrainingJobStatus": "Failed",

@@ -235,7 +235,8 @@ class TrainingBridge(Bridge):
                            announce=lambda m: None)
         job.secondary_status = "Training"
         with _RUNNER_LOCK:
-            result = LocalTrainingRunner().run(local, ctx)
+            # no TensorFlow prewarm: the emulator keeps its process as it was
+            result = LocalTrainingRunner(prewarm=False).run(local, ctx)
         job.secondary_status = "Uploading"
         job_out = out_dir / name / "output"
         remote_out = uris.join(output_path, name, "output")

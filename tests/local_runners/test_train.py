@@ -4,6 +4,7 @@ import json
 import os
 import sys
 import tarfile
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -50,7 +51,9 @@ def job(tmp_path_factory):
                                                    "learning_rate": 0.003, "seed": 7})
     write_splits(base)
     before = (dict(os.environ), list(sys.argv), list(sys.path), os.getcwd())
-    result = LocalTrainingRunner().run(request, ctx)
+    # no prewarm: importing TensorFlow here would change os.environ itself; the check is
+    # that the training script's changes stay in its own process
+    result = LocalTrainingRunner(prewarm=False).run(request, ctx)
     after = (dict(os.environ), list(sys.argv), list(sys.path), os.getcwd())
     return {"cfg": cfg, "base": base, "request": request, "ctx": ctx, "result": result,
             "before": before, "after": after, "tmp": tmp}
@@ -128,7 +131,7 @@ def test_script_failure_is_step_failed_and_leaves_nothing(job, tmp_path):
                                   if c["ChannelName"] != "train"]
     env, argv, path = dict(os.environ), list(sys.argv), list(sys.path)
     with pytest.raises(StepFailed, match="training job mnist-train-r2 failed: .*'train' channel"):
-        LocalTrainingRunner().run(request, ctx)
+        LocalTrainingRunner(prewarm=False).run(request, ctx)
     training = base / "training"
     assert not training.exists() or list(training.iterdir()) == []
     assert (dict(os.environ), list(sys.argv), list(sys.path)) == (env, argv, path)
@@ -196,3 +199,29 @@ def test_same_seed_gives_the_same_model(tmp_path):
         result = LocalTrainingRunner().run(request, ctx)
         finals.append({m["MetricName"]: m["Value"] for m in result["FinalMetricDataList"]})
     assert finals[0] == finals[1]
+
+
+@pytest.mark.slow
+def test_tensorflow_is_imported_while_the_job_trains(tmp_path):
+    """The harness imports TensorFlow while the job's own process trains (the evaluation
+    and the endpoint after it use it in this process); turned off, nothing is imported."""
+    import subprocess
+    import textwrap
+
+    code = textwrap.dedent(f"""
+        import sys
+        sys.path[:0] = {[str(p) for p in (Path(__file__).parent, *Path(__file__).parents[1:3])]!r}
+        from pathlib import Path
+        from test_train import make_job, write_splits
+        from local_runners.train import LocalTrainingRunner
+        prewarm = sys.argv[1] == "on"
+        cfg, base, request, ctx = make_job(Path(sys.argv[2]), "r9", {{"epochs": 1}})
+        write_splits(base, sizes=(50, 20, 20))
+        LocalTrainingRunner(prewarm=prewarm).run(request, ctx)
+        print("TF", "tensorflow" in sys.modules)
+    """)
+    for mode, expected in (("on", "TF True"), ("off", "TF False")):
+        out = subprocess.run([sys.executable, "-c", code, mode, str(tmp_path / mode)],
+                             capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr[-2000:]
+        assert out.stdout.strip().splitlines()[-1] == expected
