@@ -6,6 +6,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
+# pytest-xdist workers for `make test` (0: one process, no xdist)
+TEST_WORKERS ?= 2
 
 .PHONY: browser install local-run run test test-fast e2e bench bench-serve bench-storm drift-demo drift-cloud-demo runs help cloud-plan cloud-bootstrap cloud-run cloud-teardown
 
@@ -55,7 +57,7 @@ local-run: $(STAMP)
 run: local-run
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q --durations=25 $(ARGS)
+	$(BIN)/python -m pytest -q --durations=25 -n $(TEST_WORKERS) --dist loadgroup $(ARGS)
 
 e2e: $(STAMP)
 	$(BIN)/python -m pytest -q tests/e2e $(ARGS)

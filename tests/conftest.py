@@ -35,3 +35,14 @@ def server(model_dir):
 
     with ModelServer(model_dir, "tiny") as srv:
         yield srv
+
+
+# Parallel runs (`make test` runs pytest-xdist with --dist loadgroup): a module's tests
+# stay on one worker, so a module-scoped fixture (a trained model, a server, an emulator
+# run) is built once; tests that share a session fixture name their group with
+# ``pytest.mark.xdist_group("...")`` (the session's default pipeline run: "default_run").
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))

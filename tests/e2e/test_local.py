@@ -17,6 +17,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE = ROOT / "fixtures" / "mnist-sample"
+# the session's default run is built once, on the pytest-xdist worker of this group
+pytestmark = pytest.mark.xdist_group("default_run")
 
 
 def harness(*args, cwd=ROOT, timeout=300):

@@ -20,7 +20,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 SETTINGS = ["--data", "fixture"]  # the settings of the session's default run
 
-pytestmark = pytest.mark.slow
+# the session's default run is the uninterrupted reference: on its pytest-xdist worker
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("default_run")]
 
 
 def start(runs: Path, *args: str) -> subprocess.Popen:
