@@ -9,7 +9,7 @@ ARGS ?=
 # pytest-xdist workers for `make test` (0: one process, no xdist)
 TEST_WORKERS ?= 2
 
-.PHONY: browser install local-run run test test-fast e2e bench bench-serve bench-storm drift-demo drift-cloud-demo runs help cloud-plan cloud-bootstrap cloud-run cloud-teardown
+.PHONY: browser install local-run run test test-fast e2e bench bench-scale bench-serve bench-storm drift-demo drift-cloud-demo runs help cloud-plan cloud-bootstrap cloud-run cloud-teardown
 
 help:
 	@echo "make local-run   run the whole pipeline offline (installs into .venv first)"
@@ -17,6 +17,7 @@ help:
 	@echo "make browser     Debian's chromium + chromedriver for the report's browser test"
 	@echo "make e2e         whole pipelines end to end: local, on the embedded AWS emulator"
 	@echo "make bench       benchmarks -> bench/results.json"
+	@echo "make bench-scale the pipeline at 70,000 and 700,000 images: time and peak memory per step -> bench/scale_results.json"
 	@echo "make bench-serve serving latency/throughput -> bench/serve_results.json"
 	@echo "make bench-storm model server memory under ~20,000 connections -> bench/serve_storm_results.json"
 	@echo "make drift-demo  serve a model, send clean then shifted digits, show the drift, retrain"
@@ -67,6 +68,9 @@ test-fast: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench.run $(ARGS)
+
+bench-scale: $(STAMP)
+	$(BIN)/python -m bench.scale_bench $(ARGS)
 
 bench-serve: $(STAMP)
 	$(BIN)/python -m bench.serve_bench $(ARGS)
