@@ -15,10 +15,12 @@ record in the window, or a record whose label count differs from its instance co
 counted and reported, never fatal; no usable label at all is an error naming the file.
 
 The retraining data (``runs/<run>/monitoring/<time>/retrain-data/``, written under a
-temporary name and renamed) holds the IDX files the monitored run's ``prepare`` step read
-(copied as they are) plus one pair of the labelled captures,
-``captures-<time>-images-idx3-ubyte.gz`` + ``captures-<time>-labels-idx1-ubyte.gz``
-(pixels back to 0..255 bytes). ``prepare`` then treats the captures like any other pair:
+temporary name and renamed) holds the files the monitored run's ``prepare`` step read
+(copied as they are) plus the labelled captures in the same format (pixels back to
+0..255): for IDX files one pair, ``captures-<time>-images-idx3-ubyte.gz`` +
+``captures-<time>-labels-idx1-ubyte.gz``; for CSV files ``captures-<time>.csv`` (the label
+then the pixels, no header); for Parquet files ``captures-<time>.parquet`` (``label`` and a
+``pixels`` list). ``prepare`` then treats the captures like any other pair (file):
 with a single pair (the bundled sample, a custom dataset) every pair is pooled and split
 three ways, class-stratified, so the new run's test split, the one the gate judges, holds
 captured (shifted) digits too; with the canonical MNIST files ``t10k`` stays the test
@@ -262,9 +264,10 @@ def join(labels: Labels, records: dict[str, np.ndarray], shape: tuple[int, int],
 
 
 def source_files(run_dir: Path) -> tuple[list[Path], dict[str, Any]]:
-    """The IDX files the run's ``prepare`` step read (its output's ``SourceLocation``,
-    the data source resolved as prepare resolved it), and that output."""
-    from local_runners.prepare import find_pairs
+    """The files the run's ``prepare`` step read (its output's ``SourceLocation``, the data
+    source resolved as prepare resolved it): its IDX pairs, or its CSV or Parquet files;
+    and that output."""
+    from local_runners.prepare import find_pairs, table_source
 
     found = sorted((run_dir / "steps").glob("*/output.json"))
     for path in found:
@@ -275,7 +278,8 @@ def source_files(run_dir: Path) -> tuple[list[Path], dict[str, Any]]:
         if isinstance(doc, dict) and "SourceLocation" in doc and "RawUri" in doc:
             location = str(doc["SourceLocation"])
             folder = uris.local_path(location) if "://" in location else Path(location)
-            files = [f for _, images, labels in find_pairs(folder) for f in (images, labels)]
+            files = table_source(folder) or [
+                f for _, images, labels in find_pairs(folder) for f in (images, labels)]
             return files, doc
     raise HarnessError(f"run {run_dir.name} has no prepare step output, so its training data "
                        "is unknown", file=str(run_dir / "steps"),
@@ -283,8 +287,28 @@ def source_files(run_dir: Path) -> tuple[list[Path], dict[str, Any]]:
                        "(output.json with SourceLocation)")
 
 
+def write_csv(path: Path, images: np.ndarray, labels: np.ndarray) -> None:
+    """The seed's CSV layout (``local_runners.prepare_tables``): no header, one image a
+    row, the label then the H*W grey levels 0..255."""
+    rows = np.column_stack([labels.astype(np.int64),
+                            images.reshape(len(images), -1).astype(np.int64)])
+    np.savetxt(path, rows, fmt="%d", delimiter=",")
+
+
+def write_parquet(path: Path, images: np.ndarray, labels: np.ndarray) -> None:
+    """A ``label`` column and a ``pixels`` list column of H*W grey levels 0..255."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    flat = images.reshape(len(images), -1).astype(np.uint8)
+    pixels = pa.FixedSizeListArray.from_arrays(pa.array(flat.ravel()), flat.shape[1])
+    pq.write_table(pa.table({"label": pa.array(labels.astype(np.int64)), "pixels": pixels}),
+                   path)
+
+
 def build_dataset(run_dir: Path, check_dir: Path, joined: Joined) -> tuple[Path, dict]:
-    """``<check_dir>/retrain-data/``: the run's own IDX files + the labelled captures."""
+    """``<check_dir>/retrain-data/``: the run's own data files (IDX, CSV or Parquet) +
+    the labelled captures in the same format."""
     from harness.storage import atomic_dir
 
     files, prepared = source_files(run_dir)
@@ -294,8 +318,16 @@ def build_dataset(run_dir: Path, check_dir: Path, joined: Joined) -> tuple[Path,
     with atomic_dir(dest) as tmp:
         for f in files:
             shutil.copy2(f, tmp / f.name)
-        write_idx(tmp / f"{prefix}-images-idx3-ubyte.gz", joined.images)
-        write_idx(tmp / f"{prefix}-labels-idx1-ubyte.gz", joined.labels)
+        # the captures in the source's own format: prepare reads a folder's IDX pairs, or
+        # else its CSV files, or else its Parquet files, never a mix
+        suffix = files[0].suffix.lower() if files else ""
+        if suffix == ".csv":
+            write_csv(tmp / f"{prefix}.csv", joined.images, joined.labels)
+        elif suffix == ".parquet":
+            write_parquet(tmp / f"{prefix}.parquet", joined.images, joined.labels)
+        else:
+            write_idx(tmp / f"{prefix}-images-idx3-ubyte.gz", joined.images)
+            write_idx(tmp / f"{prefix}-labels-idx1-ubyte.gz", joined.labels)
     info = {"source": prepared.get("SourceLocation"), "source_files": [f.name for f in files],
             "original_examples": int(sum(counts.values())) if counts else None,
             "captured_examples": int(len(joined.labels)),

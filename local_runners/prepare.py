@@ -197,19 +197,27 @@ def find_pairs(directory: Path, layouts: str | None = None) -> list[tuple[str, P
     return pairs
 
 
+def table_source(path: Path) -> list[Path]:
+    """The table files ``prepare`` reads at ``path``: the one .csv / .parquet file
+    ``path``, or a directory's CSV files, else its Parquet files, when it holds no IDX
+    file; [] when it reads IDX pairs (``find_pairs``). The retraining data is built with
+    the same rule."""
+    if path.is_file() and path.suffix.lower() in tables.TABLE_SUFFIXES:
+        return [path]
+    if path.is_dir():
+        try:
+            if not any(_IMAGES_RE.match(n) for n in os.listdir(path)):
+                return tables.table_files(path)
+        except OSError:
+            pass  # find_pairs names the problem
+    return []
+
+
 def _read_source(path: Path, ctx: StageContext, label_column: str
                  ) -> tuple[list[_Pair], str]:
     """IDX pairs when the directory has any, else its CSV files, else its Parquet files
     (or the one .csv / .parquet file ``path``); and what was read, for the user."""
-    files = []
-    if path.is_file() and path.suffix.lower() in tables.TABLE_SUFFIXES:
-        files = [path]
-    elif path.is_dir():
-        try:
-            if not any(_IMAGES_RE.match(n) for n in os.listdir(path)):
-                files = tables.table_files(path)
-        except OSError:
-            pass  # find_pairs names the problem
+    files = table_source(path)
     if not files:
         return _read_pairs(path, ctx), "IDX files"
     pairs = tables.read_tables(files, ctx, MIN_IMAGE_SIDE, label_column)

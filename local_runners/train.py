@@ -22,6 +22,7 @@ from harness.errors import DataError, HarnessError, StepFailed
 from harness.metrics import MetricParser
 from harness.stages import StageContext, StageRunner, required_field
 from harness.storage import atomic_dir
+from local_runners import source_requirements
 from local_runners import train_process as tp
 
 HOST = tp.HOST
@@ -102,10 +103,8 @@ class LocalTrainingRunner(StageRunner):
                                  f"'{program}' is not in the code package", file=str(sourcedir),
                                  field="HyperParameters.sagemaker_program",
                                  expected="a file at the root of sourcedir.tar.gz")
-            if (source / "requirements.txt").exists():
-                ctx.log.warning("requirements.txt: the SageMaker container pip-installs it "
-                                "before the job (network access needed); the local backend "
-                                "uses this environment's packages")
+            # the container pip-installs it before the job: here into a cached layer
+            layers = source_requirements.install_layer(source, name, ctx.log)
             model_dir, data_dir = job / "model", job / "output" / "data"
             model_dir.mkdir()
             data_dir.mkdir(parents=True)
@@ -118,8 +117,8 @@ class LocalTrainingRunner(StageRunner):
                 model_dir=model_dir, output_data_dir=data_dir, job_name=name,
                 instance_type=resources.get("InstanceType", "local"))
             cmd = tp.command(program, tp.cmd_args(user_hps))
-            self._execute(name, source, cmd, tp.child_environment(sm_env, source), parser,
-                          epochs, ctx)
+            self._execute(name, source, cmd, tp.child_environment(sm_env, source, layers),
+                          parser, epochs, ctx)
             self._check_model(model_dir, ctx)
             pack_directory(model_dir, job / "output" / "model.tar.gz", allow_empty=True)
             pack_directory(data_dir, job / "output" / "output.tar.gz", allow_empty=True)

@@ -162,11 +162,15 @@ def framework_path() -> list[str]:
     return seen
 
 
-def child_environment(sm_env: Mapping[str, str], source: Path) -> dict[str, str]:
+def child_environment(sm_env: Mapping[str, str], source: Path,
+                      layers: Iterable[Path] = ()) -> dict[str, str]:
+    """The job's environment; ``layers`` (the source dir's installed requirements,
+    ``local_runners.source_requirements``) come before the framework, as packages pip
+    installs into the container's environment replace the framework's."""
     env = {k: v for k, v in os.environ.items()
            if k not in DROPPED_VARIABLES and not k.startswith("SM_")}
     env.update(sm_env)
-    env["PYTHONPATH"] = os.pathsep.join([str(source)] + framework_path())
+    env["PYTHONPATH"] = os.pathsep.join([str(source), *map(str, layers)] + framework_path())
     env["PYTHONUNBUFFERED"] = "1"
     env["PYTHONDONTWRITEBYTECODE"] = "1"   # as the TensorFlow images set it
     return env

@@ -36,6 +36,7 @@ import optuna
 from harness.errors import HarnessError, StepFailed
 from harness.runs import RunStore
 from harness.stages import StageContext, StageRunner, required_field
+from harness.steps.tuning import tuned_text
 from local_runners.tuning_plot import plot_trials
 from local_runners.tuning_space import Range, search_space, strategy
 from local_runners.tuning_trial import (ChildProcesses, TrialResult, TrialRunner, iso,
@@ -278,9 +279,9 @@ class LocalTuningRunner(StageRunner):
                      for r in sorted(results, key=lambda r: r.number)]
         plot = plot_trials(summaries, objective_type, records.parent / "trials.png")
         ctx.log.info("objective per trial and best so far: %s", plot)
+        values = ", ".join(f"{k}={tuned_text(v)}" for k, v in sorted(best.tuned.items()))
         ctx.announce(f"tuning job {name}: best {best.name} "
-                     f"{trials.objective['Name']}={best.objective:.4f} "
-                     f"({', '.join(f'{k}={v}' for k, v in sorted(best.tuned.items()))})")
+                     f"{trials.objective['Name']}={best.objective:.4f} ({values})")
         return {
             "HyperParameterTuningJobName": name,
             "HyperParameterTuningJobArn": ARN.format(name),

@@ -40,6 +40,7 @@ from harness.progress import TableHandle, NullTable
 from harness.stages import StageContext
 from harness.storage import read_json, write_json_atomic
 from harness.steps.tuning import OBJECTIVE_HYPERPARAMETER
+from local_runners.train_process import decode_value
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS",
@@ -168,7 +169,9 @@ class TrialResult:
 
 
 def short_value(v: str) -> str:
-    """A hyperparameter value for a person: 4 significant digits."""
+    """A hyperparameter value for a person, as the script gets it (decoded as the training
+    toolkit decodes it: a categorical '"relu"' -> relu): 4 significant digits."""
+    v = str(decode_value(v))
     try:
         return f"{float(v):.4g}" if not v.lstrip("-").isdigit() else v
     except ValueError:
@@ -207,7 +210,8 @@ class TrialRunner:
         folder.mkdir(parents=True, exist_ok=False)
         write_json_atomic(folder / "request.json", request)
         label = f"{name} {describe_params(tuned)}"
-        epochs = int(tuned["epochs"]) if tuned.get("epochs", "").isdigit() else self.epochs
+        given = str(decode_value(tuned.get("epochs", "")))  # categorical: '"3"'
+        epochs = int(given) if given.isdigit() else self.epochs
         self.table.row(name, {"trial": f"{number:03d}", "status": "InProgress",
                               "epoch": f"0/{epochs or '?'}",
                               **{k: short_value(v) for k, v in tuned.items()}})

@@ -56,14 +56,15 @@ from typing import Any
 
 import numpy as np
 
-try:  # run as a script from the code folder
+if __package__:  # imported as the ``model`` package (tests, harness tools)
+    from .drift_features import (FRACTIONAL, INTEGRAL, PREDICTED_CLASS, compute_features,
+                                 feature_names, image_shape_of, inferred_type)
+    from .evaluate import InputError
+else:  # run as a script, or imported by one, from the code folder (SageMaker's source
+    # dir); a module missing from sourcedir.tar.gz fails here, as it fails on SageMaker
     from drift_features import (FRACTIONAL, INTEGRAL, PREDICTED_CLASS, compute_features,
                                 feature_names, image_shape_of, inferred_type)
     from evaluate import InputError
-except ImportError:  # imported as the ``model`` package
-    from model.drift_features import (FRACTIONAL, INTEGRAL, PREDICTED_CLASS, compute_features,
-                                      feature_names, image_shape_of, inferred_type)
-    from model.evaluate import InputError
 
 STATISTICS = "statistics.json"
 CONSTRAINTS = "constraints.json"

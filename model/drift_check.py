@@ -57,20 +57,21 @@ from typing import Any, Callable
 
 import numpy as np
 
-try:  # run as a script from the code folder
+if __package__:  # imported as the ``model`` package (tests, harness tools)
+    from .drift_baseline import (BASELINE_DIR as BASELINE_SUBDIR, CONSTRAINTS, ROBUST,
+                                 STATISTICS, Baseline, load_baseline, write_json_atomic)
+    from .drift_capture import REASONS, CaptureWindow, parse_time, read_window
+    from .drift_features import PREDICTED_CLASS, compute_features, feature_names
+    from .drift_plot import plot_drift
+    from .evaluate import InputError
+else:  # run as a script from the code folder (the processing job's code); a module
+    # missing from it fails here, as it fails in the container
     from drift_baseline import (BASELINE_DIR as BASELINE_SUBDIR, CONSTRAINTS, ROBUST,
                                 STATISTICS, Baseline, load_baseline, write_json_atomic)
     from drift_capture import REASONS, CaptureWindow, parse_time, read_window
     from drift_features import PREDICTED_CLASS, compute_features, feature_names
     from drift_plot import plot_drift
     from evaluate import InputError
-except ImportError:  # imported as the ``model`` package
-    from model.drift_baseline import (BASELINE_DIR as BASELINE_SUBDIR, CONSTRAINTS, ROBUST,
-                                      STATISTICS, Baseline, load_baseline, write_json_atomic)
-    from model.drift_capture import REASONS, CaptureWindow, parse_time, read_window
-    from model.drift_features import PREDICTED_CLASS, compute_features, feature_names
-    from model.drift_plot import plot_drift
-    from model.evaluate import InputError
 
 VIOLATIONS = "constraint_violations.json"
 REPORT = "drift_report.json"
@@ -365,10 +366,10 @@ def baseline_from_model(model: str, dest: Path) -> tuple[Path, Path]:
     """The baseline files inside a model archive (``--baseline-model``: the archive or a
     folder holding ``model.tar.gz``, as a processing input delivers a training job's
     artefact), unpacked into ``dest``."""
-    try:
+    if __package__:
+        from .evaluate import ARCHIVE, extract_model
+    else:
         from evaluate import ARCHIVE, extract_model
-    except ImportError:
-        from model.evaluate import ARCHIVE, extract_model
     path = Path(model)
     archive = path / ARCHIVE if path.is_dir() else path
     _, version_dir = extract_model(archive, dest)

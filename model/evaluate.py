@@ -279,10 +279,11 @@ def ensure_requirements(module: str = "pyarrow", folder: Path = HERE,
 
 
 def _load_split(test: Path) -> tuple[np.ndarray, np.ndarray]:
-    try:  # run as a script (the code folder is the working dir and on sys.path)
+    if __package__:  # imported as the ``model`` package (tests, harness tools)
+        from .data import DataFormatError, load_split
+    else:  # run as a script (the code folder is the working dir and on sys.path); a
+        # module missing from the code folder fails here, as it fails in the container
         from data import DataFormatError, load_split
-    except ImportError:  # imported as the ``model`` package (tests, harness tools)
-        from model.data import DataFormatError, load_split
     try:
         return load_split(test)
     except DataFormatError as e:

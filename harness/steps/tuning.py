@@ -13,6 +13,7 @@ output path, in a folder named after the job), which feeds evaluation and ``Crea
 """
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
@@ -77,7 +78,12 @@ def checked_ranges(ranges: Mapping[str, Any], where: str) -> dict[str, list[dict
     for name, rng in ranges.items():
         at = f"{where}.{name}"
         if isinstance(rng, CategoricalParameter):
-            values = [str(v).lower() if isinstance(v, bool) else str(v) for v in rng.values]
+            # the SDK's HyperparameterTuner for a Framework estimator sends
+            # CategoricalParameter.as_json_range: each value str()-ed, then json.dumps-ed
+            # ('relu' -> '"relu"', 32 -> '"32"', True -> '"True"'), as its static
+            # hyperparameters are; the trial gets the chosen text verbatim and the training
+            # toolkit json.loads it back ("relu", "32")
+            values = [json.dumps(str(v), ensure_ascii=False) for v in rng.values]
             if not values or len(set(values)) != len(values):
                 raise ConfigError("a categorical range needs distinct values", field=at,
                                   got=list(rng.values))
@@ -108,8 +114,21 @@ def checked_ranges(ranges: Mapping[str, Any], where: str) -> dict[str, list[dict
     return out
 
 
+def tuned_text(value: Any) -> str:
+    """A tuned value as the training script gets it: a categorical one is JSON-encoded in
+    the request ('"relu"'), decoded as the training toolkit decodes it."""
+    if isinstance(value, str) and len(value) >= 2 and value[0] == value[-1] == '"':
+        try:
+            return str(json.loads(value))
+        except ValueError:
+            pass
+    return "" if value is None else str(value)
+
+
 def _short(value: Any) -> str:
-    """A tuned value as a person reads it: 0.00892718030435363 -> 0.008927."""
+    """A tuned value as a person reads it: 0.00892718030435363 -> 0.008927, '"relu"' ->
+    relu."""
+    value = tuned_text(value)
     try:
         number = float(value)
     except (TypeError, ValueError):
@@ -250,8 +269,8 @@ class TuningStep(Step):
         final = best.get("FinalHyperParameterTuningJobObjectiveMetric") or {}
         return {"best trial": best.get("TrainingJobName"),
                 "best hyperparameters": ", ".join(
-                    f"{k}={v}" for k, v in sorted((best.get("TunedHyperParameters")
-                                                   or {}).items())),
+                    f"{k}={tuned_text(v)}"
+                    for k, v in sorted((best.get("TunedHyperParameters") or {}).items())),
                 final.get("MetricName") or "objective": final.get("Value"),
                 "trials": ", ".join(f"{k} {v}" for k, v in counters.items() if v)}
 

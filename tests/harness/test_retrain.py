@@ -232,3 +232,52 @@ def test_the_retrain_config_is_the_runs_own_with_the_new_data_and_overrides(tmp_
     assert cfg.evaluate.threshold == 0.9 and cfg.data.source == str(tmp_path / "data")
     assert cfg.deploy.keep_serving is False and cfg.runs_path() == tmp_path / "runs"
     assert cfg.train.hyperparameters["epochs"] == 1
+
+
+def _table_run(tmp_path: Path, source: Path, n: int) -> Path:
+    run_dir = tmp_path / "runs" / "20261201-120000-tabl"
+    (run_dir / "steps" / "prepare").mkdir(parents=True)
+    (run_dir / "steps" / "prepare" / "output.json").write_text(json.dumps(
+        {"Source": "directory", "SourceLocation": str(source), "RawUri": "file:///x",
+         "ImageHeight": 12, "ImageWidth": 12, "NumClasses": 3,
+         "Counts": {"train": n - 12, "validation": 6, "test": 6}}))
+    return run_dir
+
+
+@pytest.mark.parametrize("layout", ["csv-folder", "parquet-file"])
+def test_a_csv_or_parquet_source_is_retrained_with_the_captures_in_its_format(tmp_path, layout):
+    """A run whose data came from CSV or Parquet files: the retraining folder holds them and
+    the captures in the same format, and ``prepare`` reads all of it (it reads a folder's
+    IDX pairs, or else its CSV files, or else its Parquet files: never a mix)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from test_prepare_sources import SIDE, dataset, request, run, write_csv
+
+    images, labels = dataset(n=60, k=3)
+    if layout == "csv-folder":  # the seed's layout with a header row, floats 0..1
+        source = tmp_path / "csv"
+        write_csv(source / "digits.csv", images, labels, header=True, fmt="%.6f",
+                  scale=1 / 255)
+    else:  # one Parquet file, one column per pixel
+        source = tmp_path / "digits.parquet"
+        flat = images.reshape(len(images), -1)
+        pq.write_table(pa.table({"label": labels, **{f"p{i}": flat[:, i]
+                                                      for i in range(SIDE * SIDE)}}), source)
+    run_dir = _table_run(tmp_path, source, len(labels))
+    check_dir = run_dir / "monitoring" / "20261201T123000000000Z"
+    check_dir.mkdir(parents=True)
+    captured = np.full((9, SIDE, SIDE), 200, np.uint8)
+    joined = retrain.Joined(captured, np.array([0, 1, 2] * 3, np.uint8), 3, 0,
+                            retrain.Labels({}, {}))
+
+    dest, info = retrain.build_dataset(run_dir, check_dir, joined)
+    suffix = ".csv" if layout == "csv-folder" else ".parquet"
+    original = "digits" + suffix
+    assert sorted(p.name for p in dest.iterdir()) == sorted(
+        [original, f"captures-{check_dir.name}{suffix}"])
+    assert info["source_files"] == [original] and info["captured_examples"] == 9
+
+    out = run(request(tmp_path, str(dest), Seed=1, ValidationFraction=0.2, TestFraction=0.2))
+    assert sum(out["Counts"].values()) == 60 + 9  # the run's data and every capture
+    assert (out["ImageHeight"], out["ImageWidth"], out["NumClasses"]) == (SIDE, SIDE, 3)
+    assert out["SourceLocation"] == str(dest)

@@ -44,7 +44,11 @@ def test_the_request_is_a_create_hyper_parameter_tuning_job_body():
                                                     "ScalingType": "Logarithmic"}]
     assert ranges["IntegerParameterRanges"] == [{"Name": "batch_size", "MinValue": "32",
                                                  "MaxValue": "256", "ScalingType": "Auto"}]
-    assert ranges["CategoricalParameterRanges"] == [{"Name": "shift", "Values": ["0.0", "0.1"]}]
+    # categorical values JSON-encoded, as the SDK's HyperparameterTuner sends them for a
+    # Framework estimator (CategoricalParameter.as_json_range: json.dumps(str(value)));
+    # integer and continuous bounds stay plain
+    assert ranges["CategoricalParameterRanges"] == [{"Name": "shift",
+                                                     "Values": ['"0.0"', '"0.1"']}]
     assert set(ranges) == {"ContinuousParameterRanges", "IntegerParameterRanges",
                            "CategoricalParameterRanges"}
     definition = body["TrainingJobDefinition"]

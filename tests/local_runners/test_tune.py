@@ -68,8 +68,12 @@ def test_the_best_trial_is_the_one_the_script_makes_best(bayesian):
                     {"BaseUri": uris.file_uri(bayesian.tmp), "Tune": out}, "m")["m"]
     with tarfile.open(uris.local_path(model)) as tar:
         written = json.load(tar.extractfile("model.json"))
-    assert written == {"learning_rate": float(best["TunedHyperParameters"]["learning_rate"]),
-                       "optimizer": best["TunedHyperParameters"]["optimizer"]}
+    # the categorical value is JSON-encoded in the request ('"adam"', as the SDK sends it);
+    # the script gets it decoded (adam), as the training toolkit passes it
+    tuned = best["TunedHyperParameters"]
+    assert tuned["optimizer"] in ('"sgd"', '"adam"')
+    assert written == {"learning_rate": float(tuned["learning_rate"]),
+                       "optimizer": json.loads(tuned["optimizer"])}
 
 
 def test_every_trial_is_a_named_recorded_training_job(bayesian):
@@ -99,7 +103,8 @@ def test_every_trial_is_a_named_recorded_training_job(bayesian):
         assert hps["_tuning_objective_metric"] == "validation:accuracy"
         assert hps["epochs"] == "3" and hps["sagemaker_program"] == '"train.py"'
         assert {k: hps[k] for k in ("learning_rate", "optimizer")} == s["TunedHyperParameters"]
-        assert 1e-4 <= float(hps["learning_rate"]) <= 1.0 and hps["optimizer"] in ("sgd", "adam")
+        assert 1e-4 <= float(hps["learning_rate"]) <= 1.0
+        assert hps["optimizer"] in ('"sgd"', '"adam"')
         rec = bayesian.record(trial, "output.json")
         assert rec["TrainingJobStatus"] == "Completed"
         assert rec["TuningJobArn"] == out["HyperParameterTuningJobArn"]
@@ -120,7 +125,7 @@ def test_every_trial_is_a_named_recorded_training_job(bayesian):
         value = s["FinalHyperParameterTuningJobObjectiveMetric"]["Value"]
         assert row["status"] == "Completed" and row["epoch"] == "3/3"
         assert row["objective"] == f"{value:.4f}"
-        assert row["optimizer"] == s["TunedHyperParameters"]["optimizer"]
+        assert row["optimizer"] == json.loads(s["TunedHyperParameters"]["optimizer"])
         assert row["trial"].endswith(" ★") == (name == best)
         statuses = [c["status"] for k, c in table["updates"] if k == name and "status" in c]
         assert statuses == ["InProgress", "Completed"]
@@ -175,9 +180,10 @@ def test_grid_runs_every_combination_once(tmp_path):
     combos = sorted((s["TunedHyperParameters"]["learning_rate"],
                      s["TunedHyperParameters"]["optimizer"])
                     for s in out["TrainingJobSummaries"])
-    assert combos == sorted((lr, o) for lr in ("0.001", "0.01", "0.1") for o in ("sgd", "adam"))
-    assert out["BestTrainingJob"]["TunedHyperParameters"] == {"learning_rate": "0.01",
-                                                              "optimizer": "adam"}
+    assert combos == sorted((f'"{lr}"', f'"{o}"') for lr in ("0.001", "0.01", "0.1")
+                            for o in ("sgd", "adam"))
+    assert out["BestTrainingJob"]["TunedHyperParameters"] == {"learning_rate": '"0.01"',
+                                                              "optimizer": '"adam"'}
 
 
 @pytest.fixture(scope="module")
@@ -231,12 +237,12 @@ def test_a_crashing_trial_is_counted_failed_and_the_job_completes(tmp_path):
     assert out["TrainingJobStatusCounters"]["NonRetryableError"] == 1
     assert out["ObjectiveStatusCounters"] == {"Succeeded": 2, "Pending": 0, "Failed": 1}
     failed = next(s for s in out["TrainingJobSummaries"] if s["TrainingJobStatus"] == "Failed")
-    assert failed["TunedHyperParameters"] == {"learning_rate": "0.5"}
+    assert failed["TunedHyperParameters"] == {"learning_rate": '"0.5"'}
     assert "RuntimeError: diverged at learning rate 0.5" in failed["FailureReason"]
     assert "RuntimeError" in job.record(failed["TrainingJobName"], "log.txt")
     assert job.record(failed["TrainingJobName"], "output.json")["TrainingJobStatus"] == "Failed"
     assert not (job.training / failed["TrainingJobName"]).exists()
-    assert out["BestTrainingJob"]["TunedHyperParameters"] == {"learning_rate": "0.01"}
+    assert out["BestTrainingJob"]["TunedHyperParameters"] == {"learning_rate": '"0.01"'}
 
 
 def test_all_trials_failing_fails_the_step_with_the_last_error(tmp_path):
@@ -311,8 +317,8 @@ def test_ctrl_c_stops_the_running_trials_and_keeps_the_finished(tmp_path):
     assert [p for p in me.children(recursive=True) if p.pid in seen] == []
     assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() !=
                    psutil.STATUS_ZOMBIE for pid in seen)
-    records = {json.loads((d / "output.json").read_text())["TunedHyperParameters"][
-        "seconds_per_epoch"]: json.loads((d / "output.json").read_text())
+    records = {json.loads(json.loads((d / "output.json").read_text())["TunedHyperParameters"][
+        "seconds_per_epoch"]): json.loads((d / "output.json").read_text())
         for d in job.records.iterdir()}
     assert records["0.01"]["TrainingJobStatus"] == "Completed"
     assert records["30"]["TrainingJobStatus"] == "Stopped"

@@ -48,7 +48,8 @@ def test_values_are_strings_within_the_ranges_on_their_scales():
     assert all(isinstance(v, str) for s in got for v in s.values())
     assert min(lr) >= 1e-4 and max(lr) <= 1e-1 and min(batch) >= 32 and max(batch) <= 256
     assert 0.9 <= min(momentum) and max(momentum) <= 0.999
-    assert {s["opt"] for s in got} == {"sgd", "adam", "true"}
+    # the request's categorical values, verbatim: JSON-encoded as the SDK sends them
+    assert {s["opt"] for s in got} == {'"sgd"', '"adam"', '"True"'}
     # log scale: each decade equally likely (a linear scale puts 90 % in the top one)
     assert 0.2 < sum(v < 1e-3 for v in lr) / len(lr) < 0.45
     # reverse log: 1 - x log-uniform in [0.001, 0.1], so half of x lies above 0.99

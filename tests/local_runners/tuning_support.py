@@ -20,6 +20,7 @@ from harness.placeholders import resolve, run_path
 from harness.steps.base import BuildContext
 from harness.steps.training import TrainingStep
 from harness.steps.tuning import TuningStep
+from local_runners.train_process import decode_value
 from local_runners.tune import LocalTuningRunner
 
 METRIC = {"Name": "validation:accuracy", "Regex": r"val_accuracy=([0-9.eE+-]+)"}
@@ -117,7 +118,8 @@ class Tuning:
 
 
 def tuned_accuracy(summary, epoch: int = 3) -> float:
-    hp = summary["TunedHyperParameters"]
+    # decoded as the training toolkit decodes them (a categorical value is '"adam"')
+    hp = {k: decode_value(v) for k, v in summary["TunedHyperParameters"].items()}
     return accuracy(float(hp["learning_rate"]), hp.get("optimizer", "sgd"), epoch)
 
 
