@@ -8,6 +8,11 @@ the framework on ``sys.path`` (``local_runners.train_process``) -- apply the
 MetricDefinitions to its log lines, and pack ``model.tar.gz`` / ``output.tar.gz`` under
 ``<S3OutputPath>/<TrainingJobName>/output/``. The job directory appears only when the
 job succeeds; an interrupt stops the process and discards it.
+
+``ResourceConfig.InstanceCount`` N > 1 runs N processes, ``algo-1`` .. ``algo-N``, on
+loopback, with ``TF_CONFIG`` when the job enables MultiWorkerMirroredStrategy and each
+``ShardedByS3Key`` channel split between them (``local_runners.train_workers``); the
+chief's (``algo-1``) model dir is the job's model.
 """
 from __future__ import annotations
 
@@ -24,6 +29,7 @@ from harness.stages import StageContext, StageRunner, required_field
 from harness.storage import atomic_dir
 from local_runners import source_requirements
 from local_runners import train_process as tp
+from local_runners import train_workers as tw
 
 HOST = tp.HOST
 
@@ -111,14 +117,35 @@ class LocalTrainingRunner(StageRunner):
             resources = request.get("ResourceConfig") or {}
             content_types = {c.get("ChannelName"): c.get("ContentType", "")
                              for c in request.get("InputDataConfig", [])}
-            sm_env = tp.toolkit_environment(
-                user_hps=user_hps, framework_hps=framework_hps, program=program,
-                module_dir=source, channels=channels, content_types=content_types,
-                model_dir=model_dir, output_data_dir=data_dir, job_name=name,
-                instance_type=resources.get("InstanceType", "local"))
+            dists = tw.distributions(request)
+
+            def environment(**per_host: Any) -> dict[str, str]:
+                return tp.toolkit_environment(
+                    user_hps=user_hps, framework_hps=framework_hps, program=program,
+                    module_dir=source, content_types=content_types, job_name=name,
+                    instance_type=resources.get("InstanceType", "local"),
+                    distributions=dists, **per_host)
+
             cmd = tp.command(program, tp.cmd_args(user_hps))
-            self._execute(name, source, cmd, tp.child_environment(sm_env, source, layers),
-                          parser, epochs, ctx)
+            count = self._instance_count(resources)
+            if count == 1:
+                env = tp.child_environment(environment(
+                    channels=channels, model_dir=model_dir, output_data_dir=data_dir), source,
+                    layers)
+                self._execute(name, source, cmd, env, parser, epochs, ctx)
+            else:  # one process per instance; only the chief's model dir is packed
+                scratch = job / "workers"
+                workers = tw.prepare_workers(
+                    count=count, scratch=scratch, channels=channels, dists=dists,
+                    model_dir=model_dir, output_data_dir=data_dir, source=source, job=name,
+                    mwms=bool(framework_hps.get(tw.MWMS_FLAG)), environment=environment,
+                    layers=layers)
+                ctx.log.info("training job %s: %d instances (%s) on loopback%s", name, count,
+                             ", ".join(w.host for w in workers),
+                             "" if framework_hps.get(tw.MWMS_FLAG) else
+                             f" without {tw.MWMS_FLAG}: each trains on its own")
+                self._execute(name, source, cmd, workers, parser, epochs, ctx)
+                tw.remove_scratch(scratch)
             self._check_model(model_dir, ctx)
             pack_directory(model_dir, job / "output" / "model.tar.gz", allow_empty=True)
             pack_directory(data_dir, job / "output" / "output.tar.gz", allow_empty=True)
@@ -152,6 +179,15 @@ class LocalTrainingRunner(StageRunner):
             return int(value) if value is not None and not isinstance(value, bool) else None
         except (TypeError, ValueError):
             return None
+
+    @staticmethod
+    def _instance_count(resources: dict[str, Any]) -> int:
+        count = resources.get("InstanceCount", 1)
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise HarnessError("the instance count is a whole number of at least 1",
+                               field="ResourceConfig.InstanceCount", got=count,
+                               expected="1 or more (harness.steps.TrainingStep)")
+        return count
 
     @staticmethod
     def _channels(request: dict[str, Any], job: str) -> dict[str, Path]:
@@ -200,8 +236,11 @@ class LocalTrainingRunner(StageRunner):
                             "container. The model artifact was not saved in the TensorFlow "
                             "SavedModel directory structure")
 
-    def _execute(self, name: str, source: Path, cmd: list[str], env: dict[str, str],
-                 parser: MetricParser, epochs: int | None, ctx: StageContext) -> None:
+    def _execute(self, name: str, source: Path, cmd: list[str],
+                 env_or_workers: dict[str, str] | list[tw.Worker], parser: MetricParser,
+                 epochs: int | None, ctx: StageContext) -> None:
+        """Run the job's process (or one per instance: ``[algo-i]`` prefixes the log lines
+        of the non-chief instances; metrics and progress come from the chief's)."""
         with ctx.progress.task("train", total=epochs) as task:
             def on_line(line: str) -> None:
                 ctx.log.info("%s", line)
@@ -212,10 +251,19 @@ class LocalTrainingRunner(StageRunner):
                     if val is not None:
                         task.update(description=f"  train  val_accuracy={val:.4f}")
 
+            def on_worker_line(host: str, line: str) -> None:
+                if host == tw.hosts(1)[0]:
+                    on_line(line)
+                else:
+                    ctx.log.info("[%s] %s", host, line)
+
             try:
                 if self.prewarm:
                     _prewarm_tensorflow()
-                tp.run_entry_point(cmd, env, source, on_line)
+                if isinstance(env_or_workers, list):
+                    tw.run_workers(env_or_workers, cmd, source, on_worker_line)
+                else:
+                    tp.run_entry_point(cmd, env_or_workers, source, on_line)
             except tp.EntryPointFailed as e:
                 # SageMaker's FailureReason: ExecuteUserScriptError, the exit code and the
                 # script's last error line (its traceback is in the log above)

@@ -30,6 +30,10 @@ HOST = "algo-1"
 GROUP = "homogeneousCluster"
 PREFIX = "sagemaker_"
 STOP_GRACE_S = 5.0
+# sagemaker_* flags that make the toolkit's instance group a distribution group
+DISTRIBUTION_FLAGS = ("sagemaker_mpi_enabled", "sagemaker_parameter_server_enabled",
+                      "sagemaker_distributed_dataparallel_enabled",
+                      "sagemaker_multi_worker_mirrored_strategy_enabled")
 # Variables of this process the job must not inherit (its sys.path is the toolkit's).
 DROPPED_VARIABLES = ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "PYTHONSAFEPATH")
 
@@ -94,13 +98,17 @@ def toolkit_environment(*, user_hps: Mapping[str, Any], framework_hps: Mapping[s
                         content_types: Mapping[str, str], model_dir: Path,
                         output_data_dir: Path, job_name: str, instance_type: str,
                         hosts: Iterable[str] = (HOST,), current_host: str = HOST,
-                        num_cpus: int | None = None) -> dict[str, str]:
-    """The ``SM_*`` variables of the toolkit's ``Environment.to_env_vars``."""
+                        num_cpus: int | None = None,
+                        distributions: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The ``SM_*`` variables of the toolkit's ``Environment.to_env_vars``
+    (``distributions``: each channel's S3DataDistributionType, FullyReplicated if absent)."""
     hosts = list(hosts)
     output_dir = output_data_dir.parent
+    distributions = distributions or {}
     input_data_config = {name: {"ContentType": content_types.get(name, ""),
                                 "TrainingInputMode": "File",
-                                "S3DistributionType": "FullyReplicated",
+                                "S3DistributionType": distributions.get(name)
+                                or "FullyReplicated",
                                 "RecordWrapperType": "None"} for name in sorted(channels)}
     resource_config = {"current_host": current_host, "hosts": hosts,
                        "current_instance_type": instance_type, "current_group_name": GROUP,
@@ -113,6 +121,10 @@ def toolkit_environment(*, user_hps: Mapping[str, Any], framework_hps: Mapping[s
                                "sagemaker_region", "sagemaker_job_name",
                                "sagemaker_container_log_level",
                                "sagemaker_enable_cloudwatch_metrics")}
+    # the toolkit's get_distribution_instance_groups_from_resource_config: the group takes
+    # part in distributed training when the job enables a distribution (the TensorFlow
+    # container sets TF_CONFIG only then)
+    distributed = any(framework_hps.get(k) for k in DISTRIBUTION_FLAGS)
     cpus = num_cpus or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
                         else os.cpu_count() or 1)
     args = cmd_args(user_hps)
@@ -123,7 +135,8 @@ def toolkit_environment(*, user_hps: Mapping[str, Any], framework_hps: Mapping[s
         "output_data_dir": str(output_data_dir), "channels": sorted(channels),
         "current_host": current_host, "current_instance_type": instance_type,
         "current_instance_group": GROUP, "current_instance_group_hosts": hosts,
-        "instance_groups": [GROUP], "distribution_instance_groups": [],
+        "instance_groups": [GROUP],
+        "distribution_instance_groups": [GROUP] if distributed else [],
         "is_hetero": False, "module_name": program[:-3] if program.endswith(".py") else program,
         "log_level": 20, "framework_module": None, "output_dir": str(output_dir),
         "num_cpus": cpus, "num_gpus": 0, "num_neurons": 0, "model_dir": str(model_dir),

@@ -22,12 +22,16 @@ if __package__:  # imported as the ``model`` package (tests, harness tools)
     from .data import load_split
     from .drift_baseline import BASELINE_DIR, write_baseline
     from .hyperparameters import add_arguments, problems
+    from .multi_worker import (SHARDED, apply_keras_workaround, channel_distribution,
+                               fit_on_shards, is_multi_worker, predict_on_this_worker)
     from .network import build_model, classifier_of, export_saved_model
 else:  # run as a script (SageMaker: the source dir is the working dir and on sys.path);
     # a module missing from sourcedir.tar.gz fails here, as it fails on SageMaker
     from data import load_split
     from drift_baseline import BASELINE_DIR, write_baseline
     from hyperparameters import add_arguments, problems
+    from multi_worker import (SHARDED, apply_keras_workaround, channel_distribution,
+                              fit_on_shards, is_multi_worker, predict_on_this_worker)
     from network import build_model, classifier_of, export_saved_model
 
 
@@ -99,6 +103,7 @@ def _strategy(hosts: list[str]):
     import tensorflow as tf
     if len(hosts) > 1:
         if "TF_CONFIG" in os.environ:
+            apply_keras_workaround()  # keras#20585: Keras 3's fit fails under MWMS otherwise
             return tf.distribute.MultiWorkerMirroredStrategy()
         print(f"warning: {len(hosts)} hosts but no TF_CONFIG: each host trains on its own "
               "(set sagemaker_multi_worker_mirrored_strategy_enabled)", flush=True)
@@ -121,6 +126,8 @@ def main(argv: list[str] | None = None) -> dict:
         model = build_model(args.image_height, args.image_width, args.num_classes,
                             learning_rate=args.learning_rate, shift=args.shift,
                             units=args.units, dropout=args.dropout)
+    if is_multi_worker(strategy) and channel_distribution("train") == SHARDED:
+        fit_on_shards(model, strategy, seed=args.seed)  # same steps on every worker's shard
     keys = [("loss", "train_loss"), ("accuracy", "train_accuracy"),
             ("val_loss", "val_loss"), ("val_accuracy", "val_accuracy")]
 
@@ -151,6 +158,8 @@ def main(argv: list[str] | None = None) -> dict:
         shutil.rmtree(scratch, ignore_errors=True)
     print(f"exported SavedModel to {export_dir}", flush=True)
     if current_host == hosts[0]:
+        if is_multi_worker(strategy):
+            predict_on_this_worker(model)  # the other workers are done: no collectives
         _drift_baseline(model, validation, export_dir, args)
     summary = {
         "metrics": metrics,

@@ -25,6 +25,8 @@ from harness.steps.base import (
 from harness.steps.sagemaker_job import SageMakerJob, resource_name
 
 CONTENT_TYPE = "application/x-parquet"
+# The channel whose files are split between instances on a multi-instance job.
+TRAIN_CHANNEL = "train"
 # Hyperparameter names the SageMaker containers reserve.
 RESERVED_PREFIX = "sagemaker_"
 
@@ -52,11 +54,12 @@ def checked_metric_definitions(defs: Any, where: str) -> list[dict[str, str]]:
     return out
 
 
-def channel(name: str, uri: str, content_type: str = CONTENT_TYPE) -> dict[str, Any]:
+def channel(name: str, uri: str, content_type: str = CONTENT_TYPE,
+            distribution: str = "FullyReplicated") -> dict[str, Any]:
     return {
         "ChannelName": name,
         "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": uri,
-                                        "S3DataDistributionType": "FullyReplicated"}},
+                                        "S3DataDistributionType": distribution}},
         "ContentType": content_type,
         "InputMode": "File",
     }
@@ -160,7 +163,8 @@ class TrainingStep(SageMakerJob, Step):
                                        "TrainingInputMode": "File",
                                        "MetricDefinitions": list(self.metric_definitions)},
             "HyperParameters": hps,
-            "InputDataConfig": [channel(name, uri) for name, uri in self.inputs.items()],
+            "InputDataConfig": [channel(name, uri, distribution=self._distribution(name))
+                                for name, uri in self.inputs.items()],
             "OutputDataConfig": {"S3OutputPath": self.output_path},
             "ResourceConfig": {"InstanceType": self.instance_type,
                                "InstanceCount": self.instance_count,
@@ -171,6 +175,16 @@ class TrainingStep(SageMakerJob, Step):
         if ctx.role:
             body["RoleArn"] = ctx.role
         return body
+
+    def _distribution(self, channel_name: str) -> str:
+        """With several instances each gets its own part of the training files
+        (ShardedByS3Key: instance i of N downloads objects i, i+N, ...), as every worker
+        of MultiWorkerMirroredStrategy trains on different batches; validation and test
+        stay whole on every instance (each evaluates its share of batches of the same
+        files, the metrics are summed over the workers)."""
+        if self.instance_count > 1 and channel_name == TRAIN_CHANNEL:
+            return "ShardedByS3Key"
+        return "FullyReplicated"
 
     def state_comment(self) -> str:
         return f"{self.comment} ({self.entry_point})"

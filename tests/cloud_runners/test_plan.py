@@ -146,6 +146,19 @@ def test_plan_of_several_training_instances_enables_the_distribution(cfg):
     assert train["ResourceConfig"]["InstanceCount"] == 2
     assert train["HyperParameters"]["sagemaker_multi_worker_mirrored_strategy_enabled"] == "true"
     assert any(i["detail"].startswith("2 x ml.m5.xlarge") for i in p["cost"]["items"])
+    # each instance gets its own part of the training files, all of validation and test
+    dist = {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3DataDistributionType"]
+            for c in train["InputDataConfig"]}
+    assert dist == {"train": "ShardedByS3Key", "validation": "FullyReplicated",
+                    "test": "FullyReplicated"}
+
+
+def test_plan_of_one_training_instance_replicates_every_channel(cfg):
+    train = plan(cfg, workflow(cfg))["requests"]["train"]
+    assert train["ResourceConfig"]["InstanceCount"] == 1
+    assert "sagemaker_multi_worker_mirrored_strategy_enabled" not in train["HyperParameters"]
+    assert {c["DataSource"]["S3DataSource"]["S3DataDistributionType"]
+            for c in train["InputDataConfig"]} == {"FullyReplicated"}
 
 
 def test_plan_follows_poll_seconds(cfg):

@@ -51,6 +51,31 @@ def test_hyperparameters_are_decoded_and_passed_as_the_toolkit_does():
     assert json.loads(env["SM_TRAINING_ENV"])["hyperparameters"] == user
 
 
+def test_a_multi_instance_environment_is_the_toolkits():
+    framework = {"sagemaker_program": "train.py",
+                 "sagemaker_multi_worker_mirrored_strategy_enabled": True}
+    env = tp.toolkit_environment(user_hps={}, framework_hps=framework, program="train.py",
+                                 module_dir=Path("/job/source"),
+                                 channels={"train": Path("/w2/train"), "test": Path("/d/test")},
+                                 content_types={}, model_dir=Path("/w2/model"),
+                                 output_data_dir=Path("/w2/output/data"), job_name="j",
+                                 instance_type="ml.m5.xlarge", hosts=["algo-1", "algo-2"],
+                                 current_host="algo-2", num_cpus=2,
+                                 distributions={"train": "ShardedByS3Key"})
+    assert env["SM_HOSTS"] == '["algo-1","algo-2"]' and env["SM_CURRENT_HOST"] == "algo-2"
+    resources = json.loads(env["SM_RESOURCE_CONFIG"])
+    assert resources["current_host"] == "algo-2" and resources["hosts"] == ["algo-1", "algo-2"]
+    channels = json.loads(env["SM_INPUT_DATA_CONFIG"])
+    assert channels["train"]["S3DistributionType"] == "ShardedByS3Key"
+    assert channels["test"]["S3DistributionType"] == "FullyReplicated"
+    # the TensorFlow container sets TF_CONFIG only for a distribution group
+    assert json.loads(env["SM_DISTRIBUTION_INSTANCE_GROUPS"]) == ["homogeneousCluster"]
+    training = json.loads(env["SM_TRAINING_ENV"])
+    assert training["is_master"] is False and training["master_hostname"] == "algo-1"
+    assert json.loads(env["SM_FRAMEWORK_PARAMS"]) == {
+        "sagemaker_multi_worker_mirrored_strategy_enabled": True}
+
+
 def test_any_integer_version_name_is_servable(tmp_path):
     for version in ("1", "1718000000", "notanumber"):
         (tmp_path / version).mkdir()
