@@ -8,6 +8,8 @@ Arguments (Glue ``StartJobRun.Arguments``, read with ``getResolvedOptions``)::
     --image_height   H, from the prepare step (read from the IDX files)
     --image_width    W
     --num_classes    K, labels are 0..K-1
+    --rows_per_file  optional: the most rows one output part file holds (Spark's
+                     maxRecordsPerFile; default: no limit, one file per write task)
 
 Input contract (written by the ``prepare`` step)::
 
@@ -17,7 +19,7 @@ Input contract (written by the ``prepare`` step)::
 
 Output contract (read by training, evaluation and inference)::
 
-    <output_uri>/<split>/part-*.parquet
+    <output_uri>/<split>/part-*.parquet  at most rows_per_file rows each
         label   int32                  0..K-1
         pixels  array<float>           H*W values in [0, 1] (grey value / 255)
     <output_uri>/_report/part-*.json   one JSON line per split with the row counts
@@ -42,6 +44,7 @@ from pyspark.sql import functions as F
 SPLITS = ("train", "validation", "test")
 REASONS = ("dropped_null", "dropped_wrong_size", "dropped_pixel_range", "dropped_label_range")
 ARGS = ["JOB_NAME", "raw_uri", "output_uri", "image_height", "image_width", "num_classes"]
+OPTIONAL_ARGS = ["rows_per_file"]  # getResolvedOptions takes only what is passed
 
 
 def first_cause(e: BaseException) -> str:
@@ -127,8 +130,14 @@ def scale_pixels(pixels: Column) -> Column:
 
 
 def process_split(spark: SparkSession, raw_uri: str, output_uri: str, split: str,
-                  image_height: int, image_width: int, num_classes: int) -> dict[str, Any]:
-    """Read, validate, normalise and write one split in one pass; return its counts."""
+                  image_height: int, image_width: int, num_classes: int,
+                  rows_per_file: int | None = None) -> dict[str, Any]:
+    """Read, validate, normalise and write one split in one pass; return its counts.
+
+    ``rows_per_file`` caps every part file (``maxRecordsPerFile``: a write task starts a
+    new file, ``-c001``, ``-c002``, ..., when one is full), so a split of any size is
+    files of bounded size that training streams and SageMaker can shard by file. It adds
+    no pass and no shuffle over the data."""
     source = split_uri(raw_uri, split)
     try:
         raw = spark.read.parquet(source)
@@ -136,7 +145,10 @@ def process_split(spark: SparkSession, raw_uri: str, output_uri: str, split: str
         raise EtlError(f"cannot read raw split '{split}' at {source}: "
                        f"{first_cause(e)}") from None
     clean, observation = normalise(raw, image_height, image_width, num_classes)
-    clean.write.mode("errorifexists").parquet(split_uri(output_uri, split))
+    writer = clean.write.mode("errorifexists")
+    if rows_per_file is not None:
+        writer = writer.option("maxRecordsPerFile", rows_per_file)
+    writer.parquet(split_uri(output_uri, split))
     counts = {k: int(observation.get[k]) for k in ["rows_in", "rows_out", *REASONS]}
     if counts["rows_out"] == 0:
         raise EtlError(f"split '{split}' has no valid rows left at {source} "
@@ -152,16 +164,19 @@ def write_report(spark: SparkSession, output_uri: str, report: list[dict[str, An
 
 
 def run(spark: SparkSession, raw_uri: str, output_uri: str, image_height: int,
-        image_width: int, num_classes: int) -> list[dict[str, Any]]:
+        image_width: int, num_classes: int, rows_per_file: int | None = None
+        ) -> list[dict[str, Any]]:
     """The whole job: every split, then the report. Returns the per-split counts."""
     if image_height <= 0 or image_width <= 0 or num_classes <= 1:
         raise EtlError(f"bad image_height/image_width/num_classes "
                        f"{image_height}/{image_width}/{num_classes}: expected positive sizes "
                        "and at least 2 classes")
+    if rows_per_file is not None and rows_per_file < 1:
+        raise EtlError(f"bad rows_per_file {rows_per_file}: expected an integer >= 1")
     report = []
     for split in SPLITS:
         counts = process_split(spark, raw_uri, output_uri, split, image_height, image_width,
-                               num_classes)
+                               num_classes, rows_per_file)
         print("etl " + " ".join(f"{k}={v}" for k, v in counts.items()), flush=True)
         report.append(counts)
     write_report(spark, output_uri, report)
@@ -190,13 +205,17 @@ def _glue_job(spark: SparkSession, job_name: str, args: dict[str, Any]):
 def main(argv: list[str]) -> list[dict[str, Any]]:
     from awsglue.utils import getResolvedOptions
 
-    args = getResolvedOptions(argv, ARGS)
+    passed = [a for a in OPTIONAL_ARGS
+              if any(x == f"--{a}" or x.startswith(f"--{a}=") for x in argv)]
+    args = getResolvedOptions(argv, ARGS + passed)
     spark = SparkSession.builder.getOrCreate()
     job = _glue_job(spark, args["JOB_NAME"], args)
     try:
-        sizes = {k: int(args[k]) for k in ("image_height", "image_width", "num_classes")}
+        sizes = {k: int(args[k]) for k in ("image_height", "image_width", "num_classes",
+                                           *OPTIONAL_ARGS) if k in args}
     except ValueError as e:
-        raise EtlError(f"image_height/image_width/num_classes must be integers: {e}") from None
+        raise EtlError(f"image_height/image_width/num_classes/rows_per_file must be "
+                       f"integers: {e}") from None
     report = run(spark, args["raw_uri"], args["output_uri"], **sizes)
     if job is not None:
         job.commit()

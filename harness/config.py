@@ -62,6 +62,10 @@ class EtlConfig(_Section):
     keep_spark: bool = Field(False, description="keep the local Spark session after the ETL "
                              "step (default: stopped, its JVM's memory returned)")
     shuffle_partitions: int = Field(4, ge=1)
+    rows_per_file: int = Field(10_000, ge=1, description="the most rows the ETL writes to "
+                               "one Parquet part file (Spark's maxRecordsPerFile): a split "
+                               "is many files of bounded size, which training streams and "
+                               "SageMaker can shard across instances (ShardedByS3Key)")
     worker_type: Literal["G.1X", "G.2X", "G.4X", "G.8X", "G.025X"] = "G.1X"
     number_of_workers: int = Field(2, ge=2)
     runner: Literal["auto", "spark", "glue-compat", "glue-container"] = Field(

@@ -116,7 +116,8 @@ def build(cfg: PipelineConfig) -> Workflow:
         # the data prepare uploaded (a run started by the drift monitor reuses the
         # monitored run's: harness.steps.start_execution)
         arguments={"--raw_uri": prepare.output()["RawUri"], "--output_uri": processed,
-                   **{f"--{k}": value for k, value in shape.items()}},
+                   **{f"--{k}": value for k, value in shape.items()},
+                   "--rows_per_file": e.rows_per_file},
         comment="the glue_etl script normalises the raw data")
 
     train = TrainingStep(

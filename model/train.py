@@ -1,11 +1,11 @@
 """SageMaker TensorFlow script-mode entry point: train the digit classifier.
 
 SageMaker (and the local trainer) run ``python train.py --epochs 6 ... --model_dir s3://...``
-with the ``SM_*`` environment set. The script reads the Parquet splits from the channel
-directories, prints one metric line per epoch (matched by the job's MetricDefinitions),
-exports a SavedModel to ``$SM_MODEL_DIR/1/`` (with the drift monitor's baseline of the
-validation split in ``1/assets.extra/drift_baseline/``) and writes
-``$SM_OUTPUT_DATA_DIR/metrics.json``.
+with the ``SM_*`` environment set. The script streams the Parquet splits from the channel
+directories through tf.data (model/data.py: memory stays flat as the data grows), prints
+one metric line per epoch (matched by the job's MetricDefinitions), exports a SavedModel
+to ``$SM_MODEL_DIR/1/`` (with the drift monitor's baseline of the validation split in
+``1/assets.extra/drift_baseline/``) and writes ``$SM_OUTPUT_DATA_DIR/metrics.json``.
 """
 from __future__ import annotations
 
@@ -16,10 +16,8 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-
 if __package__:  # imported as the ``model`` package (tests, harness tools)
-    from .data import load_split
+    from .data import count_rows, head_rows, raise_data_errors, stream_split
     from .drift_baseline import BASELINE_DIR, write_baseline
     from .hyperparameters import add_arguments, problems
     from .multi_worker import (SHARDED, apply_keras_workaround, channel_distribution,
@@ -27,7 +25,7 @@ if __package__:  # imported as the ``model`` package (tests, harness tools)
     from .network import build_model, classifier_of, export_saved_model
 else:  # run as a script (SageMaker: the source dir is the working dir and on sys.path);
     # a module missing from sourcedir.tar.gz fails here, as it fails on SageMaker
-    from data import load_split
+    from data import count_rows, head_rows, raise_data_errors, stream_split
     from drift_baseline import BASELINE_DIR, write_baseline
     from hyperparameters import add_arguments, problems
     from multi_worker import (SHARDED, apply_keras_workaround, channel_distribution,
@@ -61,14 +59,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def _load(directory: str, args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray]:
-    x, y = load_split(directory, expected_pixels=args.image_height * args.image_width)
-    bad = (y < 0) | (y >= args.num_classes)
-    if bad.any():
-        raise ValueError(f"{directory}: field 'label': values outside [0, {args.num_classes - 1}]. "
-                         f"Expected labels below num_classes={args.num_classes}. "
-                         f"Got {int(y[bad][0])}.")
-    return x, y
+# The drift baseline's sample of the validation split: its statistics keep at most 2,000
+# quantiles a feature (drift_baseline.QUANTILES) and its class proportions, which 10,000
+# rows give closely; the split's first rows are a random sample (prepare shuffles splits).
+BASELINE_ROWS = 10_000
+EVAL_BATCH = 512
+
+
+def _stream(directory: str, args: argparse.Namespace, *, shuffle: bool, batch_size: int):
+    """A split as a tf.data stream of checked batches (model/data.py), and its row count
+    (from the Parquet footers: no data read)."""
+    dataset = stream_split(directory, batch_size=batch_size, shuffle=shuffle, seed=args.seed,
+                           expected_pixels=args.image_height * args.image_width,
+                           num_classes=args.num_classes)
+    return dataset, count_rows(directory)
 
 
 def _fmt(logs: dict, keys: list[tuple[str, str]]) -> str:
@@ -77,13 +81,16 @@ def _fmt(logs: dict, keys: list[tuple[str, str]]) -> str:
 
 def _drift_baseline(model, validation, export_dir: Path, args: argparse.Namespace) -> None:
     """The drift monitor's baseline (Model Monitor's statistics.json and constraints.json)
-    from the validation split and the exported classifier's probabilities, beside the
-    model in ``<version>/assets.extra/drift_baseline/``: the endpoint's model carries the
-    baseline its traffic is checked against."""
+    from the validation split's first BASELINE_ROWS images (read from ``args.validation``;
+    ``validation`` is its stream, None without the channel) and the exported classifier's
+    probabilities, beside the model in ``<version>/assets.extra/drift_baseline/``: the
+    endpoint's model carries the baseline its traffic is checked against."""
     if validation is None:
         print("drift baseline: skipped (no validation channel)", flush=True)
         return
-    images = validation[0]
+    images, _ = head_rows(args.validation, BASELINE_ROWS,
+                          expected_pixels=args.image_height * args.image_width,
+                          num_classes=args.num_classes)
     probabilities = classifier_of(model).predict(images, batch_size=512, verbose=0)
     paths = write_baseline(Path(export_dir) / BASELINE_DIR, images, probabilities,
                            image_shape=(args.image_height, args.image_width))
@@ -117,9 +124,11 @@ def main(argv: list[str] | None = None) -> dict:
     hosts, current_host = _cluster()
     strategy = _strategy(hosts)
     keras.utils.set_random_seed(args.seed)
-    x_train, y_train = _load(args.train, args)
-    validation = _load(args.validation, args) if args.validation else None
-    print(f"data: train={len(y_train)} validation={len(validation[1]) if validation else 0} "
+    train, train_rows = _stream(args.train, args, shuffle=True, batch_size=args.batch_size)
+    validation, validation_rows = (_stream(args.validation, args, shuffle=False,
+                                           batch_size=EVAL_BATCH)
+                                   if args.validation else (None, 0))
+    print(f"data: train={train_rows} validation={validation_rows} "
           f"image={args.image_height}x{args.image_width} classes={args.num_classes}", flush=True)
 
     with strategy.scope():
@@ -136,15 +145,17 @@ def main(argv: list[str] | None = None) -> dict:
             print(f"epoch={epoch + 1}/{args.epochs} {_fmt(logs or {}, keys)}", flush=True)
 
     started = time.perf_counter()
-    history = model.fit(x_train, y_train, batch_size=args.batch_size, epochs=args.epochs,
-                        validation_data=validation, shuffle=True, verbose=0,
-                        callbacks=[EpochLine()])
+    with raise_data_errors():  # a bad row met while streaming: its DataFormatError
+        history = model.fit(train, epochs=args.epochs, validation_data=validation,
+                            shuffle=False,  # the stream shuffles (files, rows) itself
+                            verbose=0, callbacks=[EpochLine()])
     fit_seconds = time.perf_counter() - started
 
     metrics = {k: float(v[-1]) for k, v in history.history.items()}
     if args.test:
-        x_test, y_test = _load(args.test, args)
-        test_loss, test_accuracy = model.evaluate(x_test, y_test, batch_size=512, verbose=0)
+        test, _ = _stream(args.test, args, shuffle=False, batch_size=EVAL_BATCH)
+        with raise_data_errors():
+            test_loss, test_accuracy = model.evaluate(test, verbose=0)
         metrics.update(test_loss=float(test_loss), test_accuracy=float(test_accuracy))
         print(f"test_loss={test_loss:.4f} test_accuracy={test_accuracy:.4f}", flush=True)
 
@@ -165,8 +176,8 @@ def main(argv: list[str] | None = None) -> dict:
         "metrics": metrics,
         "history": {k: [float(v) for v in vs] for k, vs in history.history.items()},
         "fit_seconds": fit_seconds,
-        "train_examples": int(len(y_train)),
-        "images_per_second": len(y_train) * args.epochs / fit_seconds if fit_seconds else None,
+        "train_examples": int(train_rows),
+        "images_per_second": train_rows * args.epochs / fit_seconds if fit_seconds else None,
         "hyperparameters": {k: v for k, v in vars(args).items()
                             if k not in ("train", "validation", "test", "output_data_dir",
                                          "sm_model_dir", "model_dir")},

@@ -47,6 +47,17 @@ def test_out_of_range_value(tmp_path):
         load_config(f)
 
 
+def test_rows_per_file_is_a_job_argument_of_at_least_one(tmp_path):
+    from harness.workflow import load_workflow
+
+    cfg = load_config(overrides={"etl.rows_per_file": 2500})
+    etl = load_workflow(cfg.pipeline, cfg).step("etl")
+    assert etl.arguments["--rows_per_file"] == "2500"
+    assert PipelineConfig().etl.rows_per_file == 10_000
+    with pytest.raises(ConfigError, match=r"etl\.rows_per_file.*greater than or equal to 1"):
+        load_config(overrides={"etl.rows_per_file": 0})
+
+
 def test_bad_yaml_and_missing_file(tmp_path):
     f = tmp_path / "p.yaml"
     f.write_text("data: [unclosed\n")

@@ -55,6 +55,14 @@ def write_raw(raw: Path, split: str, labels: list, pixels: list) -> None:
     pq.write_table(table, raw / split / "part-00000.parquet")
 
 
+def rows_of(files: list[Path]) -> list[tuple[int, bytes]]:
+    """The rows of Parquet files as a sorted list of (label, pixel bytes)."""
+    table = pq.read_table([str(f) for f in files])
+    pixels = table.column("pixels").combine_chunks()
+    x = pixels.flatten().to_numpy().reshape(len(table), -1)
+    return sorted(zip(table.column("label").to_pylist(), (row.tobytes() for row in x)))
+
+
 def left_behind(base: Path) -> list[str]:
     """What a failed job left under ``base`` besides the raw data (``data/`` itself may
     be there: the output's parent)."""
@@ -132,6 +140,35 @@ def test_etl_writes_a_report_and_nothing_else(pipeline_run):
     assert sorted(p.name for p in out_dir.iterdir()) == ["_report", "test", "train", "validation"]
     assert not [p for p in out_dir.parent.iterdir() if ".tmp-" in p.name]
     assert len(list((out_dir / "_report").glob("part-*.json"))) == 1
+
+
+def test_rows_per_file_caps_the_part_files_and_reruns_are_identical(pipeline_run, tmp_path):
+    """etl.rows_per_file travels as the job's --rows_per_file (Spark's maxRecordsPerFile):
+    a small value writes more part files, none fuller than it, with the same rows; a rerun
+    counts the same for the step cache (part names without the write's UUID)."""
+    from harness.step_cache import content_digest
+
+    base, prepared, default_request, _ = pipeline_run
+    assert default_request["Arguments"]["--rows_per_file"] == "10000"  # the default
+    _, small = pipeline(**{"data.source": "fixture", "etl.keep_spark": True,
+                           "etl.rows_per_file": 150})
+    digests = []
+    for run in ("a", "b"):
+        doc = run_document(uris.file_uri(tmp_path / run))
+        doc["Prepare"] = prepared  # the module run's raw data
+        req = request(small, "etl", doc)
+        assert req["Arguments"]["--rows_per_file"] == "150"
+        out = LocalEtlRunner().run(req, make_ctx())
+        assert out["JobRunState"] == "SUCCEEDED"
+        digests.append({split: content_digest(tmp_path / run / "data" / "processed" / split)
+                        for split in prepared["Counts"]})
+    for split, n in prepared["Counts"].items():
+        before = sorted((base / "data" / "processed" / split).glob("part-*.parquet"))
+        after = sorted((tmp_path / "a" / "data" / "processed" / split).glob("part-*.parquet"))
+        sizes = [pq.ParquetFile(f).metadata.num_rows for f in after]
+        assert len(after) >= -(-n // 150) and len(after) > len(before) and max(sizes) <= 150
+        assert sum(sizes) == n and rows_of(after) == rows_of(before)
+    assert digests[0] == digests[1]
 
 
 def test_malformed_rows_are_dropped_and_counted(spark, tmp_path, caplog):

@@ -138,6 +138,21 @@ def test_script_failure_is_step_failed_and_leaves_nothing(job, tmp_path):
 
 
 @pytest.mark.slow
+def test_a_bad_row_met_while_streaming_fails_the_job_naming_file_and_field(tmp_path):
+    """The script streams the splits: a bad label in a part file is found while the
+    model trains, and the job fails with the reader's own message, not TensorFlow's."""
+    cfg, base, request, ctx = make_job(tmp_path, "r5", {"epochs": 1})
+    write_splits(base, sizes=(50, 20, 20))
+    x, _ = sample_digits(3, seed=8)
+    bad = processed(base, "train") / "part-00009-x.snappy.parquet"
+    pq.write_table(pa.table({"pixels": pa.array(list(x), pa.list_(pa.float32())),
+                             "label": pa.array([1, 12, 3], pa.int32())}), bad)
+    with pytest.raises(StepFailed, match=r"part-00009-x.snappy.parquet: field 'label': values "
+                       r"outside \[0, 9\]. Expected labels below num_classes=10. Got 12"):
+        LocalTrainingRunner(prewarm=False).run(request, ctx)
+
+
+@pytest.mark.slow
 def test_unknown_hyperparameter_fails_clearly(tmp_path):
     # the default pipeline refuses it before the run starts ...
     with pytest.raises(ConfigError, match="--epoch_count is not an argument"):
