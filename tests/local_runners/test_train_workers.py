@@ -16,17 +16,18 @@ from harness.errors import StepFailed
 from local_runners import train_workers as tw
 from local_runners.train import LocalTrainingRunner
 
-HPS = {"epochs": 2, "batch_size": 64, "learning_rate": 0.003, "seed": 7}
+HPS = {"epochs": 4, "batch_size": 64, "learning_rate": 0.003, "seed": 7}
 
 
 def write_splits(base, train_parts: int = 3) -> None:
-    """1,200 train rows in ``train_parts`` files (3: shards of 800 and 400 rows on two
-    instances -- unequal on purpose), 300 validation, 300 test."""
-    x, y = sample_digits(1800, 0)
+    """2,400 train rows in ``train_parts`` files (3: shards of 1,600 and 800 rows on two
+    instances -- unequal on purpose), 300 validation, 1,500 test (accuracies compared to
+    0.01 need a test split where 0.01 is 15 digits)."""
+    x, y = sample_digits(4200, 0)
     processed = base / "data" / "processed"
-    write_split(processed / "train", x[:1200], y[:1200], parts=train_parts)
-    write_split(processed / "validation", x[1200:1500], y[1200:1500])
-    write_split(processed / "test", x[1500:], y[1500:])
+    write_split(processed / "train", x[:2400], y[:2400], parts=train_parts)
+    write_split(processed / "validation", x[2400:2700], y[2400:2700])
+    write_split(processed / "test", x[2700:], y[2700:])
 
 
 def make_job(tmp, run_id: str, instances: int, hyperparameters=HPS):
@@ -133,26 +134,26 @@ def test_two_instances_train_like_one(jobs):
     assert acc2 > 0.8
     # progress and metrics from the chief only: one advance per epoch
     progress = two["ctx"].progress.tasks[0]
-    assert progress["total"] == 2 and progress["advanced"] == 2
+    assert progress["total"] == HPS["epochs"] and progress["advanced"] == HPS["epochs"]
 
 
 @pytest.mark.slow
 def test_each_instance_reads_only_its_shard_and_logs(jobs):
     lines = jobs[2]["lines"]
-    # files 0 and 2 (800 rows) on algo-1, file 1 (400 rows) on algo-2
+    # files 0 and 2 (1,600 rows) on algo-1, file 1 (800 rows) on algo-2
     chief = [ln for ln in lines if ln.startswith("data: train=")]
     other = [ln for ln in lines if ln.startswith("[algo-2] data: train=")]
     assert len(chief) == 1 and len(other) == 1
-    assert re.search(r"train=800 validation=300", chief[0])
-    assert re.search(r"train=400 validation=300", other[0])
+    assert re.search(r"train=1600 validation=300", chief[0])
+    assert re.search(r"train=800 validation=300", other[0])
     # same number of steps on both: the total, not the own shard, sets the epoch
     steps = [ln for ln in lines if "multi-worker:" in ln]
-    assert any(ln.startswith("multi-worker: 800 rows here, 1200 on all workers, 19 steps")
+    assert any(ln.startswith("multi-worker: 1600 rows here, 2400 on all workers, 38 steps")
                for ln in steps)
-    assert any(ln.startswith("[algo-2] multi-worker: 400 rows here, 1200 on all workers, "
-                             "19 steps") for ln in steps)
-    assert len([ln for ln in lines if ln.startswith("[algo-2] epoch=")]) == 2
-    assert len([ln for ln in lines if ln.startswith("epoch=")]) == 2
+    assert any(ln.startswith("[algo-2] multi-worker: 800 rows here, 2400 on all workers, "
+                             "38 steps") for ln in steps)
+    assert len([ln for ln in lines if ln.startswith("[algo-2] epoch=")]) == HPS["epochs"]
+    assert len([ln for ln in lines if ln.startswith("epoch=")]) == HPS["epochs"]
 
 
 @pytest.mark.slow
