@@ -49,6 +49,15 @@ def docker_env(engine, monkeypatch):
     assert engine.running_containers() == []
 
 
+@pytest.fixture(autouse=True)
+def own_tempdir(tmp_path, monkeypatch):
+    """This test's own temp folder: the config folders counted are this test's alone
+    (pytest-xdist runs other tests that start TF Serving containers at the same time)."""
+    own = tmp_path / "tmp"
+    own.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(own))
+
+
 def config_dirs() -> set[str]:
     return set(glob.glob(os.path.join(tempfile.gettempdir(), "mlharness-tfs-*")))
 
