@@ -22,7 +22,7 @@ import sys
 import tempfile
 import threading
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import psutil
 
@@ -129,6 +129,45 @@ def _on_sigint(signum: int, frame) -> None:
         threading.Thread(target=_cancel_jobs, args=(session,), name="spark-cancel",
                          daemon=True).start()
     raise KeyboardInterrupt
+
+
+class _SignalKeepingSigint:
+    """``pyspark.context``'s view of the ``signal`` module while a session starts: every
+    call goes to the real module except installing a SIGINT handler, which is skipped."""
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(signal, name)
+
+    @staticmethod
+    def signal(signum: int, handler: Any) -> Any:
+        if signum == signal.SIGINT:
+            return signal.getsignal(signum)
+        return signal.signal(signum, handler)
+
+
+@contextlib.contextmanager
+def _own_sigint_during_start(main: bool) -> Iterator[None]:
+    """While a session starts, a Ctrl-C raises KeyboardInterrupt through ``_on_sigint``.
+    SparkContext would install PySpark's own handler midway, which makes a Py4J call
+    (cancelAllJobs) from inside the start's pending Py4J call; a Ctrl-C in that window
+    was lost twice in CI (the run went on to the end; likely Py4J taking the failed call
+    for a network error and retrying). So PySpark's handler is not installed at all:
+    ``_on_sigint`` is in place from the start on."""
+    if not main:
+        yield
+        return
+    import pyspark.context
+
+    real = pyspark.context.signal
+    pyspark.context.signal = _SignalKeepingSigint()  # type: ignore[assignment]
+    previous = signal.signal(signal.SIGINT, _on_sigint)
+    try:
+        yield
+    except BaseException:
+        signal.signal(signal.SIGINT, previous)
+        raise
+    finally:
+        pyspark.context.signal = real
 
 
 def _cancel_jobs(session: "SparkSession") -> None:
@@ -292,9 +331,10 @@ def get_spark(cfg: PipelineConfig) -> "SparkSession":
             sigint_before = _sigint_before
         before = _descendants()
         try:
-            session = builder.getOrCreate()
-            session.sparkContext.setLogLevel("ERROR")
-            jvm = _gateway_process()
+            with _own_sigint_during_start(main):
+                session = builder.getOrCreate()
+                session.sparkContext.setLogLevel("ERROR")
+                jvm = _gateway_process()
         except BaseException as e:
             # a Py4J error reads its text from the JVM: read it before the JVM is killed
             problem = None if isinstance(e, KeyboardInterrupt) else _describe(e)

@@ -316,3 +316,29 @@ def test_ctrl_c_during_stop_is_held_back_until_the_jvm_is_gone(monkeypatch):
         stop_spark()
     assert not _alive(jvm) and _spark_descendants() == []
     assert spark_session._session is None
+
+
+@pytest.mark.slow
+def test_the_harness_handler_stays_in_place_while_the_session_starts(monkeypatch):
+    """PySpark's SparkContext installs its own SIGINT handler midway through the start, one
+    that makes a Py4J call from inside the start's pending call; a Ctrl-C there was lost.
+    The harness's handler must be the one in place right after the context is made."""
+    from pyspark import SparkContext
+
+    stop_spark()
+    seen = []
+    real = SparkContext.setLogLevel
+
+    def recording(self, level):
+        seen.append(signal.getsignal(signal.SIGINT))
+        return real(self, level)
+
+    monkeypatch.setattr(SparkContext, "setLogLevel", recording)
+    before = signal.getsignal(signal.SIGINT)
+    try:
+        get_spark(PipelineConfig())
+        assert seen and seen[0] is spark_session._on_sigint
+        assert signal.getsignal(signal.SIGINT) is spark_session._on_sigint
+    finally:
+        stop_spark()
+    assert signal.getsignal(signal.SIGINT) is before
