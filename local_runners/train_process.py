@@ -225,22 +225,38 @@ def stop(proc: subprocess.Popen, grace_s: float = STOP_GRACE_S) -> None:
         proc.wait()
 
 
-def run_entry_point(cmd: list[str], env: Mapping[str, str], cwd: Path,
-                    on_line: Callable[[str], None]) -> None:
-    """Run the job's process; every stdout/stderr line goes to ``on_line`` (one at a time).
-    Exit 0 returns; otherwise EntryPointFailed. An exception raised here while it runs
-    (KeyboardInterrupt, a SIGTERM handler's) stops the process first."""
+def start_entry_point(cmd: list[str], env: Mapping[str, str], cwd: Path,
+                      on_line: Callable[[str], None], lock: threading.Lock
+                      ) -> tuple[subprocess.Popen, list[str], list[threading.Thread]]:
+    """Start the job's process with its output pumped line by line to ``on_line`` (under
+    ``lock``): the process, the tail of its stderr (kept for the failure reason) and the
+    reader threads."""
     proc = subprocess.Popen(cmd, cwd=cwd, env=dict(env), stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             encoding="utf-8", errors="replace", bufsize=1,
                             preexec_fn=_die_with_parent if sys.platform == "linux" else None)
-    lock, tail = threading.Lock(), []
+    tail: list[str] = []
     readers = [threading.Thread(target=_pump, args=(proc.stdout, on_line, lock, None),
                                 daemon=True),
                threading.Thread(target=_pump, args=(proc.stderr, on_line, lock, tail),
                                 daemon=True)]
     for t in readers:
         t.start()
+    return proc, tail, readers
+
+
+def failure_detail(code: int, tail: list[str]) -> str:
+    """What a failed job's reason names: its last error line, else how it ended."""
+    return tail[-1] if tail else (f"killed by signal {-code}" if code < 0
+                                  else f"exit code {code}")
+
+
+def run_entry_point(cmd: list[str], env: Mapping[str, str], cwd: Path,
+                    on_line: Callable[[str], None]) -> None:
+    """Run the job's process; every stdout/stderr line goes to ``on_line`` (one at a time).
+    Exit 0 returns; otherwise EntryPointFailed. An exception raised here while it runs
+    (KeyboardInterrupt, a SIGTERM handler's) stops the process first."""
+    proc, tail, readers = start_entry_point(cmd, env, cwd, on_line, threading.Lock())
     try:
         # waited for in short slices: an exception raised in this thread from another one
         # (the emulator stopping its jobs: PyThreadState_SetAsyncExc) is only delivered
@@ -258,6 +274,4 @@ def run_entry_point(cmd: list[str], env: Mapping[str, str], cwd: Path,
         for t in readers:
             t.join(timeout=10)
     if code != 0:
-        detail = tail[-1] if tail else (f"killed by signal {-code}" if code < 0
-                                        else f"exit code {code}")
-        raise EntryPointFailed(code, detail, cmd)
+        raise EntryPointFailed(code, failure_detail(code, tail), cmd)

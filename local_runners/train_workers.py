@@ -22,7 +22,6 @@ import json
 import shutil
 import socket
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -158,19 +157,10 @@ def run_workers(workers: list[Worker], cmd: list[str], cwd: Path,
     readers: list[threading.Thread] = []
     try:
         for w in workers:
-            proc = subprocess.Popen(cmd, cwd=cwd, env=dict(w.env), stdin=subprocess.DEVNULL,
-                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                    encoding="utf-8", errors="replace", bufsize=1,
-                                    preexec_fn=(tp._die_with_parent if sys.platform == "linux"
-                                                else None))
-            tail: list[str] = []
-            procs.append((w, proc, tail))
             emit = (lambda host: lambda line: on_line(host, line))(w.host)
-            for stream, keep in ((proc.stdout, None), (proc.stderr, tail)):
-                t = threading.Thread(target=tp._pump, args=(stream, emit, lock, keep),
-                                     daemon=True)
-                t.start()
-                readers.append(t)
+            proc, tail, threads = tp.start_entry_point(cmd, w.env, cwd, emit, lock)
+            procs.append((w, proc, tail))
+            readers.extend(threads)
         failed = None
         while failed is None:
             codes = [p.poll() for _, p, _ in procs]
@@ -186,10 +176,8 @@ def run_workers(workers: list[Worker], cmd: list[str], cwd: Path,
             t.join(timeout=10)
     if failed is not None:
         w, p, tail = failed
-        code = p.returncode
-        detail = tail[-1] if tail else (f"killed by signal {-code}" if code < 0
-                                        else f"exit code {code}")
-        raise tp.EntryPointFailed(code, f"{w.host}: {detail}", cmd)
+        raise tp.EntryPointFailed(p.returncode,
+                                  f"{w.host}: {tp.failure_detail(p.returncode, tail)}", cmd)
 
 
 def remove_scratch(scratch: Path) -> None:

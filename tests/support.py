@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import logging
 import socket
 import warnings
 from pathlib import Path
@@ -210,3 +211,14 @@ class RecordingProgress:
                 rec["updates"].append(kw)
 
         return contextlib.nullcontext(Handle())
+
+
+class LogLines(logging.Handler):
+    """A logging handler that keeps each record's message (``.lines``): what a step logged."""
+
+    def __init__(self):
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record):
+        self.lines.append(record.getMessage())

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from support import C, D, save_tiny_model, write_split
+from support import C, D, LogLines, save_tiny_model, write_split
 
 from harness import uris
 from harness.config import PROJECT_ROOT, PipelineConfig
@@ -55,18 +55,11 @@ SCRIPT = textwrap.dedent('''
 ''')
 
 
-class ListHandler(logging.Handler):
-    def __init__(self):
-        super().__init__()
-        self.lines: list[str] = []
-
-    def emit(self, record):
-        self.lines.append(record.getMessage())
 
 
 def make_ctx(name="processing"):
     log = logging.getLogger(f"test.processing.{name}.{id(object())}")
-    handler = ListHandler()
+    handler = LogLines()
     log.addHandler(handler)
     log.setLevel(logging.INFO)
     log.propagate = False

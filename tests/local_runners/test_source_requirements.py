@@ -10,6 +10,7 @@ import logging
 import time
 
 import pytest
+from support import LogLines
 from test_train import make_job, write_splits
 
 from harness import uris
@@ -48,13 +49,6 @@ def source_dir(tmp, requirements: str):
     return src
 
 
-class Lines(logging.Handler):
-    def __init__(self):
-        super().__init__()
-        self.lines = []
-
-    def emit(self, record):
-        self.lines.append(record.getMessage())
 
 
 def run_job(tmp, run_id, src):
@@ -62,7 +56,7 @@ def run_job(tmp, run_id, src):
     write_splits(base, sizes=(20, 10, 10))
     pack_source_dir(src, uris.local_path(json.loads(
         request["HyperParameters"]["sagemaker_submit_directory"])))
-    log = Lines()
+    log = LogLines()
     ctx.log.addHandler(log)
     ctx.log.setLevel(logging.INFO)  # the job's output lines are INFO records
     start = time.monotonic()

@@ -9,7 +9,7 @@ import time
 import psutil
 import pytest
 from pipeline_support import pipeline, request, run_document, stage_code, stage_context
-from support import RecordingProgress, sample_digits, write_split
+from support import LogLines, RecordingProgress, sample_digits, write_split
 
 from harness import uris
 from harness.errors import StepFailed
@@ -40,18 +40,11 @@ def make_job(tmp, run_id: str, instances: int, hyperparameters=HPS):
     return req, ctx
 
 
-class Lines(logging.Handler):
-    def __init__(self):
-        super().__init__()
-        self.lines: list[str] = []
-
-    def emit(self, record):
-        self.lines.append(record.getMessage())
 
 
 def run_job(tmp, run_id: str, instances: int):
     req, ctx = make_job(tmp, run_id, instances)
-    lines = Lines()
+    lines = LogLines()
     ctx.log.addHandler(lines)
     ctx.log.setLevel(logging.INFO)
     started = time.perf_counter()

@@ -4,7 +4,6 @@ point of SageMaker's framework training images) gives the same metrics; the job'
 sees only its source dir and the framework; hyperparameters are JSON-encoded as the
 SageMaker SDK sends them and decoded as the toolkit decodes them."""
 import json
-import logging
 import os
 import subprocess
 import sys
@@ -12,7 +11,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from support import RecordingProgress
+from support import LogLines, RecordingProgress
 from test_train import make_job, processed, write_splits
 
 from harness import uris
@@ -191,19 +190,11 @@ def test_a_script_that_writes_no_model_completes_with_the_toolkit_warning(tmp_pa
     from harness.archives import pack_source_dir
     pack_source_dir(src, uris.local_path(json.loads(
         request["HyperParameters"]["sagemaker_submit_directory"])))
-    records = []
-    ctx.log.addHandler(_Collect(records))
+    collected = LogLines()
+    ctx.log.addHandler(collected)
+    records = collected.lines
     result = LocalTrainingRunner().run(request, ctx)
     assert result["TrainingJobStatus"] == "Completed"
     assert any("No model artifact is saved under path" in r for r in records)
     with tarfile.open(uris.local_path(result["ModelArtifacts"]["S3ModelArtifacts"])) as tar:
         assert tar.getnames() == []
-
-
-class _Collect(logging.Handler):
-    def __init__(self, out):
-        super().__init__()
-        self.out = out
-
-    def emit(self, record):
-        self.out.append(record.getMessage())
