@@ -37,6 +37,10 @@ class DataConfig(_Section):
     # The gate judges the model on the test split: fewer examples of a class than this
     # and the run stops before any work (0 turns the check off).
     min_test_per_class: int = Field(10, ge=0)
+    label_column: str | None = Field(None, min_length=1, description="the column holding the "
+                                     "class labels in a Parquet source (default: label) or a "
+                                     "CSV source with a header row (default: the first "
+                                     "column); a CSV file without a header has its label first")
 
 
 class EtlConfig(_Section):

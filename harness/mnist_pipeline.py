@@ -103,7 +103,8 @@ def build(cfg: PipelineConfig) -> Workflow:
         "prepare", output_uri=raw, source=d.source, seed=d.seed,
         validation_fraction=d.validation_fraction, test_fraction=d.test_fraction,
         cache_dir=d.cache_dir, mirrors=d.download_mirrors,
-        download_timeout_s=d.download_timeout_s, min_test_per_class=d.min_test_per_class)
+        download_timeout_s=d.download_timeout_s, min_test_per_class=d.min_test_per_class,
+        label_column=d.label_column)
     shape = {"image_height": prepare.output()["ImageHeight"],
              "image_width": prepare.output()["ImageWidth"],
              "num_classes": prepare.output()["NumClasses"]}

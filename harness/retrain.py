@@ -295,15 +295,16 @@ def write_csv(path: Path, images: np.ndarray, labels: np.ndarray) -> None:
     np.savetxt(path, rows, fmt="%d", delimiter=",")
 
 
-def write_parquet(path: Path, images: np.ndarray, labels: np.ndarray) -> None:
-    """A ``label`` column and a ``pixels`` list column of H*W grey levels 0..255."""
+def write_parquet(path: Path, images: np.ndarray, labels: np.ndarray,
+                  label_column: str = "label") -> None:
+    """A ``label_column`` column and a ``pixels`` list column of H*W grey levels 0..255."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     flat = images.reshape(len(images), -1).astype(np.uint8)
     pixels = pa.FixedSizeListArray.from_arrays(pa.array(flat.ravel()), flat.shape[1])
-    pq.write_table(pa.table({"label": pa.array(labels.astype(np.int64)), "pixels": pixels}),
-                   path)
+    pq.write_table(pa.table({label_column: pa.array(labels.astype(np.int64)),
+                             "pixels": pixels}), path)
 
 
 def build_dataset(run_dir: Path, check_dir: Path, joined: Joined) -> tuple[Path, dict]:
@@ -324,7 +325,9 @@ def build_dataset(run_dir: Path, check_dir: Path, joined: Joined) -> tuple[Path,
         if suffix == ".csv":
             write_csv(tmp / f"{prefix}.csv", joined.images, joined.labels)
         elif suffix == ".parquet":
-            write_parquet(tmp / f"{prefix}.parquet", joined.images, joined.labels)
+            # with the label column the run's prepare read (data.label_column)
+            write_parquet(tmp / f"{prefix}.parquet", joined.images, joined.labels,
+                          prepared.get("LabelColumn") or "label")
         else:
             write_idx(tmp / f"{prefix}-images-idx3-ubyte.gz", joined.images)
             write_idx(tmp / f"{prefix}-labels-idx1-ubyte.gz", joined.labels)

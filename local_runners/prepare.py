@@ -213,7 +213,7 @@ def table_source(path: Path) -> list[Path]:
     return []
 
 
-def _read_source(path: Path, ctx: StageContext, label_column: str
+def _read_source(path: Path, ctx: StageContext, label_column: str | None
                  ) -> tuple[list[_Pair], str]:
     """IDX pairs when the directory has any, else its CSV files, else its Parquet files
     (or the one .csv / .parquet file ``path``); and what was read, for the user."""
@@ -362,7 +362,8 @@ class LocalPrepareRunner(StageRunner):
                             file=str(out_dir), hint="earlier runs are never modified")
         seed = int(request.get("Seed", 42))
         kind, directory, description, note = self._resolve(request, ctx)
-        pairs, what = _read_source(directory, ctx, str(request.get("LabelColumn", "label")))
+        label_column = request.get("LabelColumn") or None
+        pairs, what = _read_source(directory, ctx, label_column)
         if kind in ("directory", "s3"):
             description = f"{what} {description}"
         total = sum(len(p.labels) for p in pairs)
@@ -388,4 +389,5 @@ class LocalPrepareRunner(StageRunner):
             "Counts": counts,
             "Seed": seed,
             **({"SourceUri": request["Source"]} if kind == "s3" else {}),
+            **({"LabelColumn": label_column} if label_column else {}),
         }

@@ -4,7 +4,8 @@ Sources (a directory, or one file):
 
 - ``*.csv``: one image a row, the label first then the H*W pixel values row-major
   (H = W), with or without a header row (a first row that is not all numbers is a
-  header); comma-separated.
+  header); comma-separated. With a header, ``LabelColumn`` names the label column
+  instead (the other columns are the pixels, in file order).
 - ``*.parquet``: a label column (``label`` unless the request says ``LabelColumn``) and
   either a list column ``pixels`` or ``image`` of H*W values, or one column per pixel
   (every other column, in file order).
@@ -65,12 +66,14 @@ def table_files(directory: Path) -> list[Path]:
 
 
 def read_tables(files: list[Path], ctx: StageContext, min_side: int,
-                label_column: str = "label") -> list[Pair]:
+                label_column: str | None = None) -> list[Pair]:
+    """``label_column``: the label's column name (None: ``label`` in Parquet, the first
+    column of a CSV file)."""
     pairs = []
     with ctx.progress.task("read data files", total=len(files)) as bar:
         for path in files:
-            pair = _read_csv(path, ctx) if path.suffix.lower() == ".csv" \
-                else _read_parquet(path, label_column, ctx)
+            pair = _read_csv(path, ctx, label_column) if path.suffix.lower() == ".csv" \
+                else _read_parquet(path, label_column or "label", ctx)
             n, h, w = pair.images.shape
             if h < min_side:
                 raise DataError("images too small for the network", file=str(path),
@@ -268,7 +271,7 @@ def _csv_scan(path: Path, header: bool, width: int, problem: str) -> DataError:
                      expected=CSV_LAYOUT)
 
 
-def _read_csv(path: Path, ctx: StageContext) -> Pair:
+def _read_csv(path: Path, ctx: StageContext, label_column: str | None = None) -> Pair:
     import pyarrow.csv as pcsv
 
     first = _first_row(path)
@@ -276,32 +279,52 @@ def _read_csv(path: Path, ctx: StageContext) -> Pair:
         raise DataError("empty CSV file", file=str(path), expected=CSV_LAYOUT)
     header = not all(_is_number(v) for v in first)
     width = len(first)
+    label = _csv_label_index(path, first, header, label_column)
     names = [f"c{i}" for i in range(width)]
-    _side(path, width - 1, "line 1", "a label column then H*W pixel columns")
+    _side(path, width - 1, "line 1", "a label column and H*W pixel columns")
     try:
         table = pcsv.read_csv(
             path, read_options=pcsv.ReadOptions(column_names=names, skip_rows=int(header)),
             convert_options=pcsv.ConvertOptions(column_types={
-                n: pa.float64() if i == 0 else pa.float32() for i, n in enumerate(names)}))
+                n: pa.float64() if i == label else pa.float32() for i, n in enumerate(names)}))
     except pa.ArrowInvalid as e:
         raise _csv_scan(path, header, width, str(e)) from None
     except OSError as e:
         raise DataError(f"cannot read the CSV file ({e})", file=str(path)) from None
+    pixel_columns = [j for j in range(width) if j != label]
     pixels = np.empty((table.num_rows, width - 1), np.float32)
-    for j in range(1, width):
-        pixels[:, j - 1] = table.column(j).to_numpy()
-    labels = table.column(0).to_numpy()
+    for i, j in enumerate(pixel_columns):
+        pixels[:, i] = table.column(j).to_numpy()
+    labels = table.column(label).to_numpy()
     cols = first if header else None
 
     def locate(row: int, pixel: int | None) -> str:
-        col = 1 if pixel is None else pixel + 2
+        col = 1 + (label if pixel is None else pixel_columns[pixel])
         return f"line {_csv_line(path, header, row)}, column {col}" + \
             (f" ({cols[col - 1]!r})" if cols else "")
 
     labels, images = to_images(path, labels, pixels, locate, ctx)
-    ctx.log.info("%s: %s", path.name, "header row " + ",".join(first[:3]) + ",..."
-                 if header else "no header row")
+    ctx.log.info("%s: %s", path.name, ("header row " + ",".join(first[:3]) + ",..."
+                                       + (f", labels in column {first[label]!r}" if label
+                                          else "")) if header else "no header row")
     return Pair(path.stem, path, path, images, labels, locate)
+
+
+def _csv_label_index(path: Path, first: list[str], header: bool,
+                     label_column: str | None) -> int:
+    """The label's column: the one a header row names ``label_column``, else the first
+    (a file without a header holds the label first, as the captures a retraining run
+    adds are written)."""
+    if not header or label_column is None:
+        return 0
+    names = [v.strip() for v in first]
+    if label_column not in names:
+        raise DataError("no label column in the header row", file=str(path),
+                        field="line 1 (the header row)",
+                        expected=f"a column named {label_column!r} (data.label_column) "
+                        "holding the class labels",
+                        got=short(names))
+    return names.index(label_column)
 
 
 # ----------------------------------------------------------------------------- Parquet

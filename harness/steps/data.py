@@ -26,7 +26,8 @@ class PrepareDataStep(Step):
                  seed: int = 42, validation_fraction: float = 0.1,
                  test_fraction: float = 0.1, cache_dir: str = "~/.cache/mlharness/mnist",
                  mirrors: list[str] | None = None, download_timeout_s: float = 10.0,
-                 min_test_per_class: int = 10, comment: str | None = None):
+                 min_test_per_class: int = 10, label_column: str | None = None,
+                 comment: str | None = None):
         super().__init__(state_id, comment=comment)
         self.output_uri = output_uri
         self.source = source
@@ -38,6 +39,8 @@ class PrepareDataStep(Step):
         self.download_timeout_s = download_timeout_s
         # a gate on a handful of test images says nothing: each class needs this many
         self.min_test_per_class = min_test_per_class
+        # a table source's label column (None: ``label`` in Parquet, the first CSV column)
+        self.label_column = label_column
 
     def request(self, ctx: BuildContext) -> dict[str, Any]:
         return {
@@ -50,6 +53,7 @@ class PrepareDataStep(Step):
             "TestFraction": self.test_fraction,
             "MinTestPerClass": self.min_test_per_class,
             "OutputUri": self.output_uri,
+            **({"LabelColumn": self.label_column} if self.label_column else {}),
         }
 
     def cache_inputs(self, request: dict[str, Any]) -> list[Any] | None:

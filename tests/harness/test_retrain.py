@@ -234,17 +234,18 @@ def test_the_retrain_config_is_the_runs_own_with_the_new_data_and_overrides(tmp_
     assert cfg.train.hyperparameters["epochs"] == 1
 
 
-def _table_run(tmp_path: Path, source: Path, n: int) -> Path:
+def _table_run(tmp_path: Path, source: Path, n: int, label_column: str | None = None) -> Path:
     run_dir = tmp_path / "runs" / "20261201-120000-tabl"
     (run_dir / "steps" / "prepare").mkdir(parents=True)
     (run_dir / "steps" / "prepare" / "output.json").write_text(json.dumps(
         {"Source": "directory", "SourceLocation": str(source), "RawUri": "file:///x",
          "ImageHeight": 12, "ImageWidth": 12, "NumClasses": 3,
-         "Counts": {"train": n - 12, "validation": 6, "test": 6}}))
+         "Counts": {"train": n - 12, "validation": 6, "test": 6},
+         **({"LabelColumn": label_column} if label_column else {})}))
     return run_dir
 
 
-@pytest.mark.parametrize("layout", ["csv-folder", "parquet-file"])
+@pytest.mark.parametrize("layout", ["csv-folder", "parquet-file", "parquet-digit"])
 def test_a_csv_or_parquet_source_is_retrained_with_the_captures_in_its_format(tmp_path, layout):
     """A run whose data came from CSV or Parquet files: the retraining folder holds them and
     the captures in the same format, and ``prepare`` reads all of it (it reads a folder's
@@ -254,16 +255,19 @@ def test_a_csv_or_parquet_source_is_retrained_with_the_captures_in_its_format(tm
     from test_prepare_sources import SIDE, dataset, request, run, write_csv
 
     images, labels = dataset(n=60, k=3)
+    label_column = "digit" if layout == "parquet-digit" else "label"
     if layout == "csv-folder":  # the seed's layout with a header row, floats 0..1
         source = tmp_path / "csv"
         write_csv(source / "digits.csv", images, labels, header=True, fmt="%.6f",
                   scale=1 / 255)
-    else:  # one Parquet file, one column per pixel
+    else:  # one Parquet file, one column per pixel; its labels in "digit" (label_column)
         source = tmp_path / "digits.parquet"
         flat = images.reshape(len(images), -1)
-        pq.write_table(pa.table({"label": labels, **{f"p{i}": flat[:, i]
-                                                      for i in range(SIDE * SIDE)}}), source)
-    run_dir = _table_run(tmp_path, source, len(labels))
+        pq.write_table(pa.table({label_column: labels, **{f"p{i}": flat[:, i]
+                                                           for i in range(SIDE * SIDE)}}),
+                       source)
+    run_dir = _table_run(tmp_path, source, len(labels),
+                         label_column if label_column != "label" else None)
     check_dir = run_dir / "monitoring" / "20261201T123000000000Z"
     check_dir.mkdir(parents=True)
     captured = np.full((9, SIDE, SIDE), 200, np.uint8)
@@ -277,7 +281,9 @@ def test_a_csv_or_parquet_source_is_retrained_with_the_captures_in_its_format(tm
         [original, f"captures-{check_dir.name}{suffix}"])
     assert info["source_files"] == [original] and info["captured_examples"] == 9
 
-    out = run(request(tmp_path, str(dest), Seed=1, ValidationFraction=0.2, TestFraction=0.2))
+    more = {"LabelColumn": label_column} if label_column != "label" else {}
+    out = run(request(tmp_path, str(dest), Seed=1, ValidationFraction=0.2, TestFraction=0.2,
+                      **more))
     assert sum(out["Counts"].values()) == 60 + 9  # the run's data and every capture
     assert (out["ImageHeight"], out["ImageWidth"], out["NumClasses"]) == (SIDE, SIDE, 3)
     assert out["SourceLocation"] == str(dest)

@@ -459,3 +459,12 @@ def test_the_default_pipeline_asks_for_ten_test_examples_per_class():
     assert cfg.data.min_test_per_class == 10
     body = step_request(wf, "prepare", run_document("file:///tmp/x"))
     assert body["MinTestPerClass"] == 10
+
+
+def test_data_label_column_reaches_the_prepare_request_only_when_set():
+    from pipeline_support import pipeline, request as step_request, run_document
+
+    _, wf = pipeline()
+    assert "LabelColumn" not in step_request(wf, "prepare", run_document("file:///tmp/x"))
+    cfg, wf = pipeline(**{"data.label_column": "digit"})
+    assert step_request(wf, "prepare", run_document("file:///tmp/x"))["LabelColumn"] == "digit"

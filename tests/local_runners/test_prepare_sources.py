@@ -117,6 +117,54 @@ def test_train_and_t10k_csv_files_keep_t10k_as_the_test_split(tmp_path):
     assert out["Counts"]["test"] == 30
 
 
+def write_csv_label_last(path: Path, images, labels) -> Path:
+    """A header row naming the pixels, then ``digit`` last: the label is not first."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    flat = images.reshape(len(images), -1)
+    lines = [",".join(f"p{j}" for j in range(SIDE * SIDE)) + ",digit"]
+    lines += [",".join(map(str, row)) + f",{y}" for y, row in zip(labels, flat)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_a_csv_header_names_the_label_column(tmp_path, caplog):
+    images, labels = dataset()
+    write_csv_label_last(tmp_path / "d" / "digits.csv", images, labels)
+    with caplog.at_level(logging.INFO):
+        out = run(request(tmp_path, str(tmp_path / "d"), LabelColumn="digit"))
+    assert (out["ImageHeight"], out["NumClasses"], out["LabelColumn"]) == (SIDE, 3, "digit")
+    assert written(tmp_path / "raw") == expected_rows(images, labels)
+    assert "labels in column 'digit'" in caplog.text
+
+
+def test_a_csv_without_the_named_label_column_is_an_error_naming_it(tmp_path):
+    images, labels = dataset()
+    write_csv(tmp_path / "d" / "digits.csv", images, labels, header=True)
+    message = error(request(tmp_path, str(tmp_path / "d"), LabelColumn="digit"))
+    assert "no label column in the header row" in message
+    assert str(tmp_path / "d" / "digits.csv") in message and "'digit'" in message
+    assert "[label, 1x1, 1x2" in message  # what the header holds
+
+
+def test_a_bad_label_in_a_named_csv_column_names_that_column(tmp_path):
+    images, labels = dataset()
+    labels = labels.astype(object)
+    path = write_csv_label_last(tmp_path / "d" / "digits.csv", images, labels)
+    lines = path.read_text().splitlines()
+    lines[5] = lines[5].rsplit(",", 1)[0] + ",-1"
+    path.write_text("\n".join(lines) + "\n")
+    message = error(request(tmp_path, str(tmp_path / "d"), LabelColumn="digit"))
+    assert f"line 6, column {SIDE * SIDE + 1} ('digit')" in message, message
+
+
+def test_a_csv_without_a_header_keeps_its_label_first_whatever_the_label_column(tmp_path):
+    """The captures a retraining run adds are written without a header, label first."""
+    images, labels = dataset()
+    write_csv(tmp_path / "d" / "digits.csv", images, labels)
+    run(request(tmp_path, str(tmp_path / "d"), LabelColumn="digit"))
+    assert written(tmp_path / "raw") == expected_rows(images, labels)
+
+
 def bad_csv(tmp_path: Path, edit) -> Path:
     images, labels = dataset()
     path = write_csv(tmp_path / "bad" / "digits.csv", images, labels, header=True)
