@@ -6,10 +6,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 ARGS ?=
-# pytest-xdist workers for `make test` (0: one process). 2 workers took the suite from
-# ~33 to 29 min on 2 cores, but the interrupt test of test_resume.py failed once under
-# that load (not understood yet), so the default stays one process.
-TEST_WORKERS ?= 0
+# pytest-xdist workers for `make test` (0: one process; --dist loadgroup keeps a test
+# module on one worker, tests/conftest.py)
+TEST_WORKERS ?= 2
 
 .PHONY: browser install local-run run test test-fast e2e bench bench-scale bench-serve bench-storm drift-demo drift-cloud-demo runs help cloud-plan cloud-bootstrap cloud-run cloud-teardown
 

@@ -149,9 +149,8 @@ class _SignalKeepingSigint:
 def _own_sigint_during_start(main: bool) -> Iterator[None]:
     """While a session starts, a Ctrl-C raises KeyboardInterrupt through ``_on_sigint``.
     SparkContext would install PySpark's own handler midway, which makes a Py4J call
-    (cancelAllJobs) from inside the start's pending Py4J call; a Ctrl-C in that window
-    was lost twice in CI (the run went on to the end; likely Py4J taking the failed call
-    for a network error and retrying). So PySpark's handler is not installed at all:
+    (cancelAllJobs) from inside the start's pending Py4J call, bound to a context that
+    may never finish starting. So PySpark's handler is not installed at all:
     ``_on_sigint`` is in place from the start on."""
     if not main:
         yield

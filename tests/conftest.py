@@ -1,4 +1,5 @@
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -15,6 +16,14 @@ for _folder in [_TESTS, *sorted({p.parent for p in _TESTS.rglob("*_support.py")}
 
 # Keep TensorFlow's C++ start-up chatter out of the test output.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+# The Ctrl-C tests press Ctrl-C as a terminal does, on this process or on a `harness run`
+# it starts. A suite started in the background by a script (`.ci/run &`, nohup) inherits
+# SIGINT *ignored*: Python then installs no KeyboardInterrupt handler, the children
+# inherit the ignore across exec, and those Ctrl-Cs are lost (the run goes on to the end).
+# The suite runs as in a terminal: SIGINT raises KeyboardInterrupt here and in children.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="module")
