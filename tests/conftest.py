@@ -50,8 +50,27 @@ def server(model_dir):
 # stay on one worker, so a module-scoped fixture (a trained model, a server, an emulator
 # run) is built once; tests that share a session fixture name their group with
 # ``pytest.mark.xdist_group("...")`` (the session's default pipeline run: "default_run").
+#
+# The longest groups go first: xdist deals the first quarter of the groups round-robin
+# and the rest on demand, so whole pipelines (tests/e2e, tests/examples: minutes each)
+# start early on both workers and the short modules fill in at the end, instead of one
+# worker finishing a three-minute demo alone. The order is the same on every worker.
+def _weight(item) -> int:
+    path = item.nodeid.split("::", 1)[0]
+    if path.startswith(("tests/e2e/", "tests/examples/")):
+        return 0
+    return 1 if item.get_closest_marker("slow") is not None else 2
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.get_closest_marker("xdist_group") is None:
             item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
+    if getattr(config.option, "loadgroup", False):
+        # a module's items stay together (sorted() is stable): its weight is its heaviest
+        module_weight: dict[str, int] = {}
+        for item in items:
+            module = item.nodeid.split("::", 1)[0]
+            module_weight[module] = min(module_weight.get(module, 2), _weight(item))
+        items.sort(key=lambda item: module_weight[item.nodeid.split("::", 1)[0]])
