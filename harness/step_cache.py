@@ -87,7 +87,7 @@ def _name_key(rel: str) -> str:
     return f"{head}/{name}" if head else name
 
 
-def _parquet_rows(path: Path) -> bytes | None:
+def _parquet_digest(path: Path) -> bytes | None:
     """The SHA-256 of a Parquet file's schema and rows (None if it cannot be read: then
     its bytes count). The rows are read a row group at a time and hashed as Arrow IPC in
     slices of ``_DIGEST_ROWS`` rows, so the digest does not depend on the file's row
@@ -132,7 +132,7 @@ def content_digest(path: Path) -> str:
     for f in files:
         if f != path:
             h.update(_name_key(f.relative_to(path).as_posix()).encode() + b"\0")
-        rows = _parquet_rows(f) if f.suffix == ".parquet" else None
+        rows = _parquet_digest(f) if f.suffix == ".parquet" else None
         if rows is not None:
             h.update(b"parquet-rows\0" + rows)
         else:

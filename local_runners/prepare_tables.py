@@ -304,9 +304,11 @@ def _read_csv(path: Path, ctx: StageContext, label_column: str | None = None) ->
             (f" ({cols[col - 1]!r})" if cols else "")
 
     labels, images = to_images(path, labels, pixels, locate, ctx)
-    ctx.log.info("%s: %s", path.name, ("header row " + ",".join(first[:3]) + ",..."
-                                       + (f", labels in column {first[label]!r}" if label
-                                          else "")) if header else "no header row")
+    said = "no header row"
+    if header:
+        said = "header row " + ",".join(first[:3]) + ",..." + \
+            (f", labels in column {first[label]!r}" if label else "")
+    ctx.log.info("%s: %s", path.name, said)
     return Pair(path.stem, path, path, images, labels, locate)
 
 

@@ -55,9 +55,12 @@ def server(model_dir):
 # and the rest on demand, so whole pipelines (tests/e2e, tests/examples: minutes each)
 # start early on both workers and the short modules fill in at the end, instead of one
 # worker finishing a three-minute demo alone. The order is the same on every worker.
+def _module(item) -> str:
+    return item.nodeid.split("::", 1)[0]
+
+
 def _weight(item) -> int:
-    path = item.nodeid.split("::", 1)[0]
-    if path.startswith(("tests/e2e/", "tests/examples/")):
+    if _module(item).startswith(("tests/e2e/", "tests/examples/")):
         return 0
     return 1 if item.get_closest_marker("slow") is not None else 2
 
@@ -66,11 +69,10 @@ def _weight(item) -> int:
 def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.get_closest_marker("xdist_group") is None:
-            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::", 1)[0]))
+            item.add_marker(pytest.mark.xdist_group(_module(item)))
     if getattr(config.option, "loadgroup", False):
-        # a module's items stay together (sorted() is stable): its weight is its heaviest
-        module_weight: dict[str, int] = {}
+        # a module's items stay together (sort is stable): its weight is its heaviest
+        weight: dict[str, int] = {}
         for item in items:
-            module = item.nodeid.split("::", 1)[0]
-            module_weight[module] = min(module_weight.get(module, 2), _weight(item))
-        items.sort(key=lambda item: module_weight[item.nodeid.split("::", 1)[0]])
+            weight[_module(item)] = min(weight.get(_module(item), 2), _weight(item))
+        items.sort(key=lambda item: weight[_module(item)])

@@ -21,6 +21,7 @@ from harness.workflow import Workflow, run_path
 
 ROOT = Path(__file__).resolve().parents[2]
 
+
 @pytest.fixture
 def env(tmp_path):
     RUNS.clear()

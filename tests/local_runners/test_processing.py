@@ -55,8 +55,6 @@ SCRIPT = textwrap.dedent('''
 ''')
 
 
-
-
 def make_ctx(name="processing"):
     log = logging.getLogger(f"test.processing.{name}.{id(object())}")
     handler = LogLines()

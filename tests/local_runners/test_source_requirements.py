@@ -49,8 +49,6 @@ def source_dir(tmp, requirements: str):
     return src
 
 
-
-
 def run_job(tmp, run_id, src):
     cfg, base, request, ctx = make_job(tmp / run_id, run_id, {"epochs": 1}, stage=False)
     write_splits(base, sizes=(20, 10, 10))

@@ -321,8 +321,9 @@ def test_ctrl_c_during_stop_is_held_back_until_the_jvm_is_gone(monkeypatch):
 @pytest.mark.slow
 def test_the_harness_handler_stays_in_place_while_the_session_starts(monkeypatch):
     """PySpark's SparkContext installs its own SIGINT handler midway through the start, one
-    that makes a Py4J call from inside the start's pending call; a Ctrl-C there was lost.
-    The harness's handler must be the one in place right after the context is made."""
+    that makes a Py4J call (cancelAllJobs) from inside the start's pending call, bound to a
+    context that may never finish starting. The harness's handler must be the one in
+    place right after the context is made."""
     from pyspark import SparkContext
 
     stop_spark()

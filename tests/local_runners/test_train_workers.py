@@ -40,8 +40,6 @@ def make_job(tmp, run_id: str, instances: int, hyperparameters=HPS):
     return req, ctx
 
 
-
-
 def run_job(tmp, run_id: str, instances: int):
     req, ctx = make_job(tmp, run_id, instances)
     lines = LogLines()
